@@ -1,0 +1,48 @@
+# Baton: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+KB     ?= nlu_data
+
+.DEFAULT_GOAL := help
+.PHONY: help install run train test lint format bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; Baton needs Python 3.11 (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first: the CPU build on this machine's disk, so nothing pulls a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install Baton with everything it needs
+
+run: install ## Train the default knowledge base if needed, then chat with the bot in the terminal
+	$(VENV)/bin/baton chat --kb $(KB)
+
+train: install ## Train the NLU model and index for KB (default nlu_data)
+	$(VENV)/bin/baton train --kb $(KB)
+
+test: install ## Lint, then run every test (unit and integration)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest
+
+lint: install ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## Reformat the code with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install ## Run the benchmarks of bench/ (minutes; see bench/RESULTS.md)
+	bash bench/run_all.sh
+
+clean: ## Remove the venv and trained models
+	rm -rf $(VENV) var
