@@ -1,0 +1,1 @@
+"""Knowledge bases: loading and validating them, encoding text, and the vector index."""

@@ -1,0 +1,61 @@
+"""The optional ``handoff.yml``: escalation settings of a knowledge base.
+
+The schema lives here so that a typo is refused when the knowledge base loads;
+what the settings mean is ``handoff/``'s business.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from knowledge_index.errors import Problem
+from knowledge_index.yaml_source import LineDict, load_yaml
+
+
+class HandoffConfig(BaseModel):
+    """Escalation settings; every field has a default, so the file itself is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sensitive_intents: list[str] = Field(default_factory=list)
+    repeated_question_after: int = Field(
+        3, ge=2, description="escalate when a question comes back this often"
+    )
+    max_customer_turns: int = Field(8, ge=1)
+    fallback_streak: int = Field(2, ge=1)
+    negative_sentiment_threshold: float = Field(0.85, gt=0, le=1)
+    first_response_seconds: int = Field(30, ge=1)
+    skills: dict[str, str] = Field(default_factory=dict, description="intent -> agent skill")
+    default_skill: str = "general"
+
+
+def parse_handoff(path: Path, problems: list[Problem], intents: set[str] | None) -> dict[str, Any]:
+    """Validate ``handoff.yml`` (absent means defaults); intents it names must be in ``intents``
+    (None skips that check)."""
+    if not path.exists():
+        return HandoffConfig().model_dump()
+    doc = load_yaml(path, problems)
+    if doc is None:
+        return {}
+    if not isinstance(doc, LineDict):
+        problems.append(Problem(path, 1, "expected a mapping of escalation settings"))
+        return {}
+    config = None
+    try:
+        config = HandoffConfig.model_validate(dict(doc))
+    except ValidationError as exc:
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else ""
+            problems.append(Problem(path, doc.key_lines.get(key, 1), f"{key}: {err['msg']}"))
+    if intents is not None:
+        for key in ("sensitive_intents", "skills"):
+            named = doc.get(key) or []
+            for intent in named if isinstance(named, list | dict) else []:
+                if isinstance(intent, str) and intent not in intents:
+                    problems.append(
+                        Problem(path, doc.key_lines[key], f"{key} names unknown intent {intent!r}")
+                    )
+    return config.model_dump() if config else {}
