@@ -53,8 +53,9 @@ def parse_article(path: Path, problems: list[Problem]) -> Article | None:
     if language not in LANGUAGES:
         problems.append(Problem(path, 2, f"language must be one of {LANGUAGES}, not {language!r}"))
         ok = False
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        problems.append(Problem(path, 2, "tags must be a list of strings"))
+    # A tag such as 618 arrives as a number from YAML; any scalar is a fine tag.
+    if not isinstance(tags, list) or not all(isinstance(t, str | int | float) for t in tags):
+        problems.append(Problem(path, 2, "tags must be a list of words"))
         ok = False
     body = "\n".join(lines[end + 1 :]).strip()
     if not body:
@@ -62,7 +63,7 @@ def parse_article(path: Path, problems: list[Problem]) -> Article | None:
         ok = False
     if not ok:
         return None
-    return Article(article_id, str(title), language, tuple(tags), body, path)
+    return Article(article_id, str(title), language, tuple(str(t) for t in tags), body, path)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The outer layer: settings and the ``baton`` command line (the service joins it later)."""

@@ -1,0 +1,228 @@
+"""The ``baton`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from api.settings import Settings
+from knowledge_index.encoders import ENCODERS
+from knowledge_index.errors import KnowledgeBaseError, Problem
+
+EXIT_BAD_INPUT = 2
+
+DESCRIPTION = """\
+Baton: a customer-support bot for Chinese and English with human handoff.
+
+Commands:
+  train      train the NLU model and vector index of a knowledge base
+  validate   check a knowledge base and report every problem with file and line
+  evaluate   train on one Rasa NLU file, score on another, print the metrics
+  chat       talk to the bot in the terminal (trains first if needed)
+
+Settings come from BATON_* environment variables (see README); flags override them.
+"""
+
+
+def _encoder_help() -> str:
+    return (
+        "sentence encoder; "
+        + "; ".join(f"{k}: {v}" for k, v in ENCODERS.items())
+        + "; auto picks by language"
+    )
+
+
+def _parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="baton", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def kb_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--kb", type=Path, default=settings.kb, help=f"knowledge-base folder (default {settings.kb})"
+        )
+        p.add_argument(
+            "--model-dir",
+            type=Path,
+            default=settings.model_dir,
+            help=f"models folder (default {settings.model_dir})",
+        )
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--encoder", default=settings.encoder, help=_encoder_help())
+        p.add_argument(
+            "--threshold",
+            type=float,
+            default=settings.fallback_threshold,
+            help="fallback confidence threshold, 0-1 (default: chosen from the training data)",
+        )
+
+    train = commands.add_parser("train", help="train the NLU model and index of a knowledge base")
+    kb_args(train)
+    model_args(train)
+
+    validate = commands.add_parser("validate", help="check a knowledge base without training")
+    validate.add_argument("--kb", type=Path, default=settings.kb, help="knowledge-base folder")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="train on one Rasa NLU file, predict another, print metrics",
+        description="Train Baton's NLU on TRAIN and score it on TEST (Rasa 3 NLU files). A test example "
+        "labelled out_of_scope counts as caught when predicted out_of_scope or nlu_fallback.",
+    )
+    evaluate.add_argument("--train", type=Path, required=True, help="Rasa NLU YAML to train on")
+    evaluate.add_argument(
+        "--test",
+        type=Path,
+        required=True,
+        action="append",
+        help="Rasa NLU YAML to score (repeat to combine files)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object with the metrics")
+    evaluate.add_argument(
+        "--report", type=Path, help="also write a detailed JSON report (confusions, threshold)"
+    )
+    model_args(evaluate)
+
+    chat = commands.add_parser("chat", help="chat with the bot in the terminal")
+    kb_args(chat)
+    model_args(chat)
+    chat.add_argument("--retrain", action="store_true", help="train even if a current model exists")
+    return parser
+
+
+def _fail(problems: list[Problem] | str) -> int:
+    if isinstance(problems, str):
+        print(f"error: {problems}", file=sys.stderr)
+    else:
+        print(f"error: refused, {len(problems)} problem(s):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _load_kb(path: Path, settings: Settings):
+    from knowledge_index.loader import load_kb
+
+    return load_kb(path, settings.kb_max_file_bytes)
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate a knowledge base."""
+    kb = _load_kb(args.kb, settings)
+    intents = kb.nlu.intents
+    print(
+        f"{args.kb}: OK - {len(intents)} intents, {len(kb.nlu.examples)} examples, "
+        f"{len(kb.responses)} responses, {len(kb.articles)} articles"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Train and publish the models of a knowledge base."""
+    from bot.trained import train_bot
+
+    kb = _load_kb(args.kb, settings)
+    print(
+        f"training {args.kb}: {len(kb.nlu.intents)} intents, {len(kb.nlu.examples)} examples ...", flush=True
+    )
+    trained = train_bot(kb, args.model_dir, args.encoder, args.threshold)
+    meta = trained.nlu.meta
+    print(
+        f"done in {meta['train_seconds']:.1f} s: encoder {meta['encoder_id']}, "
+        f"fallback threshold {trained.nlu.threshold:.2f}, {trained.index.manifest.size} index entries\n"
+        f"published {trained.path}"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    """Train on one NLU file and score another."""
+    from bot.evaluation import evaluate
+    from knowledge_index.model import NLUData
+    from knowledge_index.nlu_file import load_nlu_file
+
+    conflicts: list[Problem] = []
+    train = load_nlu_file(args.train, settings.kb_max_file_bytes, conflicts)
+    test = NLUData()
+    for path in args.test:
+        test.examples += load_nlu_file(path, settings.kb_max_file_bytes, []).examples
+    if conflicts:
+        print(
+            f"warning: {len(conflicts)} training example(s) appear under two intents, e.g.", file=sys.stderr
+        )
+        print(f"  {conflicts[0]}", file=sys.stderr)
+    try:
+        report = evaluate(train, test, args.encoder, args.threshold)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if args.report:
+        args.report.write_text(
+            json.dumps({"metrics": report.metrics, **report.details}, indent=2, ensure_ascii=False),
+            encoding="utf-8",
+        )
+    if args.json:
+        print(json.dumps(report.metrics))
+    else:
+        for key, value in report.metrics.items():
+            print(f"{key:18} {value if value is not None else '-'}")
+        print(f"{'encoder':18} {report.details['encoder']}  (threshold {report.details['threshold']})")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    """An interactive chat with the bot."""
+    from bot.reply import reply
+    from bot.trained import load_bot, train_bot
+
+    kb = _load_kb(args.kb, settings)
+    trained = None if args.retrain else load_bot(kb, args.model_dir)
+    if trained is None:
+        print(f"training {args.kb} (first run, or the knowledge base changed) ...", flush=True)
+        trained = train_bot(kb, args.model_dir, args.encoder, args.threshold)
+    trained.nlu.warm_up()
+    print("Baton is listening. Type a message in Chinese or English; Ctrl-D or 'quit' to leave.\n")
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if text.lower() in {"quit", "exit", "退出"}:
+            return 0
+        if not text:
+            continue
+        answer = reply(trained, text)
+        intent = answer.parse.intent
+        print(f"bot> {answer.text}")
+        print(
+            f"     [{intent.name} {intent.confidence:.2f}, {answer.parse.language}, {answer.source}]\n",
+            flush=True,
+        )
+
+
+COMMANDS = {"train": cmd_train, "validate": cmd_validate, "evaluate": cmd_evaluate, "chat": cmd_chat}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``baton`` console script."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from installed packages, never a download
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    settings = Settings()
+    args = _parser(settings).parse_args(argv)
+    if getattr(args, "threshold", None) is not None and not 0 <= args.threshold <= 1:
+        return _fail("--threshold must be between 0 and 1")
+    try:
+        return COMMANDS[args.command](args, settings)
+    except KnowledgeBaseError as exc:
+        return _fail(exc.problems)
+    except ValueError as exc:  # an unknown encoder name, an empty test file, ...
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Understanding and deciding a bot turn."""

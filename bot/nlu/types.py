@@ -1,0 +1,59 @@
+"""What understanding a message produces, and the seam every NLU engine implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class IntentScore:
+    """An intent name and its calibrated confidence (0-1)."""
+
+    name: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Entity:
+    """An entity found in the text: ``value`` is normalised (synonyms applied), ``text`` as written."""
+
+    entity: str
+    value: str
+    start: int
+    end: int
+    text: str
+    extractor: str
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """The understanding of one message.
+
+    ``intent`` is ``nlu_fallback`` when the engine is not confident enough;
+    ``ranking`` still holds the engine's best guesses, most confident first.
+    """
+
+    text: str
+    language: str
+    intent: IntentScore
+    ranking: tuple[IntentScore, ...] = ()
+    entities: tuple[Entity, ...] = field(default=())
+    mixed_language: bool = False
+
+    @property
+    def retrieval_intent(self) -> str | None:
+        """``faq`` for ``faq/returns``; None for a plain intent."""
+        return self.intent.name.split("/", 1)[0] if "/" in self.intent.name else None
+
+    def entity_values(self, name: str) -> list[str]:
+        """Every value found for entity ``name``, in text order."""
+        return [e.value for e in self.entities if e.entity == name]
+
+
+@runtime_checkable
+class NLUEngine(Protocol):
+    """Understands one message. Baton's own engine and the Rasa adapter both implement this."""
+
+    def parse(self, text: str) -> ParseResult:
+        """Understand ``text``."""
