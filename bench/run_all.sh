@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Reproduce the figures of bench/RESULTS.md (about 15 minutes on 2 cores).
+# Usage: bash bench/run_all.sh            (after `make install`; run on an otherwise idle machine)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+BATON=.venv/bin/baton
+M="$PY bench/measure.py"
+DATA=bench/data
+rm -f bench/out/measurements.jsonl
+
+$PY bench/banking77_to_rasa.py ../shared/datasets/banking77 bench/out/banking77
+
+# BANKING77 with the default encoder choice (English data: minilm-int8).
+$M banking77 -- $BATON evaluate --train bench/out/banking77/train.yml --test bench/out/banking77/test.yml \
+    --json --report bench/out/banking77-report.json
+
+# The default knowledge base against the held-out sets (Chinese data: e5-small).
+$M lumo-zh -- $BATON evaluate --train nlu_data/nlu.yml --test $DATA/zh_dev.yml --json
+$M lumo-en -- $BATON evaluate --train nlu_data/nlu.yml --test $DATA/en_dev.yml --json
+$M lumo-oos -- $BATON evaluate --train nlu_data/nlu.yml --test $DATA/oos_test.yml --json
+$M lumo-all -- $BATON evaluate --train nlu_data/nlu.yml --test $DATA/zh_dev.yml --test $DATA/en_dev.yml \
+    --test $DATA/oos_test.yml --json --report bench/out/lumo-all-report.json
+
+# Encoder comparison behind the default choice.
+for enc in minilm e5-small; do
+    $M "banking77-$enc" -- $BATON evaluate --train bench/out/banking77/train.yml \
+        --test bench/out/banking77/test.yml --json --encoder "$enc"
+done
+for enc in minilm-int8 minilm; do
+    $M "lumo-all-$enc" -- $BATON evaluate --train nlu_data/nlu.yml --test $DATA/zh_dev.yml \
+        --test $DATA/en_dev.yml --test $DATA/oos_test.yml --json --encoder "$enc"
+done
+
+# Training the default knowledge base end to end (NLU model + index).
+$M train-nlu_data -- $BATON train --kb nlu_data --model-dir bench/out/models
+echo "all measurements: bench/out/measurements.jsonl"
