@@ -34,7 +34,7 @@ _DEFAULT_TEMPERATURE = 5.0
 _GIVEN_UP_OPEN_WORLD = 0.03
 _GIVEN_UP_CLOSED_WORLD = 0.002
 # Novelty check: the share of in-scope training examples whose nearest other example is less similar.
-_NOVELTY_QUANTILE = 0.01
+_NOVELTY_QUANTILE = 0.02
 _OUT_OF_SCOPE = "out_of_scope"
 
 
