@@ -20,7 +20,7 @@ import numpy as np
 from knowledge_index.articles import chunk_article
 from knowledge_index.encoders import Encoder
 from knowledge_index.errors import IndexMismatchError
-from knowledge_index.model import KnowledgeBase
+from knowledge_index.model import KnowledgeBase, has_cjk
 
 MANIFEST = "manifest.json"
 
@@ -58,14 +58,10 @@ class Manifest:
     version: str
 
 
-def _language_of(text: str) -> str:
-    return "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else "en"
-
-
 def kb_entries(kb: KnowledgeBase) -> list[Entry]:
     """The entries of a knowledge base: every FAQ example and every article chunk."""
     entries = [
-        Entry("example", e.text, _language_of(e.text), intent=e.intent)
+        Entry("example", e.text, "zh" if has_cjk(e.text) else "en", intent=e.intent)
         for e in kb.nlu.examples
         if e.intent.startswith("faq/")
     ]

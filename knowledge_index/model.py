@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,12 @@ BUILTIN_INTENTS = ("human_handoff", "out_of_scope", "greet", "goodbye", "thanks"
 OUT_OF_SCOPE = "out_of_scope"
 FALLBACK = "nlu_fallback"
 LANGUAGES = ("zh", "en")
+CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def has_cjk(text: str) -> bool:
+    """True if ``text`` holds at least one Chinese character."""
+    return CJK_CHAR.search(text) is not None
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ from collections import Counter
 
 import pytest
 
-from bot.nlu.language import has_cjk
 from knowledge_index.loader import load_kb
-from knowledge_index.model import BUILTIN_INTENTS
+from knowledge_index.model import BUILTIN_INTENTS, has_cjk
 from knowledge_index.nlu_file import load_nlu_file, normalise
 from tests.conftest import DEFAULT_KB, ROOT
 

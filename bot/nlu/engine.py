@@ -13,11 +13,11 @@ import numpy as np
 
 from bot.nlu.classifier import IntentClassifier
 from bot.nlu.entities import EntityExtractor
-from bot.nlu.language import detect_language, has_cjk
+from bot.nlu.language import detect_language
 from bot.nlu.types import IntentScore, ParseResult
 from knowledge_index.encoders import Encoder, get_encoder
 from knowledge_index.errors import IndexMismatchError
-from knowledge_index.model import FALLBACK, NLUData
+from knowledge_index.model import FALLBACK, NLUData, has_cjk
 
 AUTO_ENCODER = "auto"
 # Share of Chinese training examples from which the multilingual encoder is chosen (bench/RESULTS.md).

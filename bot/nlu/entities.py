@@ -11,9 +11,8 @@ import re
 import threading
 from dataclasses import dataclass
 
-from bot.nlu.language import has_cjk
 from bot.nlu.types import Entity
-from knowledge_index.model import NLUData
+from knowledge_index.model import NLUData, has_cjk
 
 _CN_NUM = "零一二两三四五六七八九十百千万"
 _BUILTIN: dict[str, list[str]] = {

@@ -17,8 +17,8 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from bot.nlu.language import has_cjk
 from knowledge_index.encoders import Encoder
+from knowledge_index.model import has_cjk
 
 _WORD = re.compile(r"\w+")
 

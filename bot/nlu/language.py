@@ -6,7 +6,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+from knowledge_index.model import CJK_CHAR
+
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 
 
@@ -27,14 +28,9 @@ def detect_language(text: str, default: str = "en") -> LanguageGuess:
     Text with neither (numbers, emoji) gets ``default``.
     """
     text = unicodedata.normalize("NFKC", text)  # full-width Latin letters count as Latin
-    cjk = len(_CJK.findall(text))
+    cjk = len(CJK_CHAR.findall(text))
     latin = len(_LATIN_WORD.findall(text))
     if cjk == 0 and latin == 0:
         return LanguageGuess(default, False)
     language = "zh" if cjk >= latin else "en"
     return LanguageGuess(language, cjk > 0 and latin > 0)
-
-
-def has_cjk(text: str) -> bool:
-    """True if ``text`` holds at least one Chinese character."""
-    return _CJK.search(text) is not None
