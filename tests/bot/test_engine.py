@@ -106,3 +106,13 @@ def test_temperature_fit_recovers_a_known_temperature():
     probs = softmax(scores, 3.0)
     truth = np.array([rng.choice(5, p=p) for p in probs])
     assert fit_temperature(scores, truth) == pytest.approx(3.0, rel=0.15)
+
+
+def test_two_intents_without_an_encoder():
+    greet = ["hello", "hi there", "good morning", "hey you", "你好", "早上好"]
+    bye = ["bye", "see you later", "goodbye for now", "farewell", "再见", "拜拜"]
+    data = NLUData([Example(t, "greet") for t in greet] + [Example(t, "goodbye") for t in bye])
+    engine = BatonNLU.train(data, None)
+    assert engine.classifier.calibration.heldout_accuracy is not None  # calibrated on a held-out split
+    assert engine.parse("hello again").ranking[0].name == "greet"
+    assert engine.parse("拜拜啦").ranking[0].name == "goodbye"
