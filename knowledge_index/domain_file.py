@@ -38,7 +38,8 @@ def _language_condition(conditions: Any, path: Path, line: int, problems: list[P
 def parse_domain(
     path: Path, problems: list[Problem], max_bytes: int = MAX_FILE_BYTES
 ) -> tuple[list[str] | None, dict[str, list[Variation]], dict[str, int]]:
-    """Return (declared intents or None, responses, line of each response)."""
+    """Return (declared intents or None, responses, lines): ``lines`` holds the line of each response
+    and, under the key ``intents``, the line where the intents list starts."""
     doc = load_yaml(path, problems, max_bytes)
     if doc is None:
         return None, {}, {}
@@ -46,7 +47,9 @@ def parse_domain(
         problems.append(Problem(path, 1, "expected a mapping (Rasa 3 domain format)"))
         return None, {}, {}
     intents: list[str] | None = None
+    lines: dict[str, int] = {}
     if "intents" in doc:
+        lines["intents"] = doc.value_lines["intents"]
         raw = doc["intents"] or []
         if not isinstance(raw, list):
             problems.append(Problem(path, doc.value_lines["intents"], "'intents' must be a list"))
@@ -54,7 +57,6 @@ def parse_domain(
             # Entries are names, or {name: {use_entities: ...}} mappings.
             intents = [next(iter(i)) if isinstance(i, dict) else str(i) for i in raw]
     responses: dict[str, list[Variation]] = {}
-    lines: dict[str, int] = {}
     raw_responses = doc.get("responses") or {}
     if not isinstance(raw_responses, LineDict):
         problems.append(Problem(path, doc.value_lines.get("responses"), "'responses' must be a mapping"))

@@ -31,11 +31,14 @@ def fingerprint(root: Path) -> str:
 
 def _check_responses(
     domain: Path,
+    nlu: Path,
     responses: dict[str, list[Variation]],
     lines: dict[str, int],
-    intents: set[str],
+    intents: dict[str, int | None],
     problems: list[Problem],
 ) -> None:
+    """Every response belongs to an intent (or is a system one); every retrieval intent has one.
+    ``intents`` maps each intent to the line of its first example in ``nlu``."""
     for name in responses:
         if name in SYSTEM_RESPONSES or name.startswith("utter_ask_"):
             continue
@@ -44,10 +47,10 @@ def _check_responses(
             problems.append(
                 Problem(domain, lines[name], f"response {name!r} is for unknown intent {intent!r}")
             )
-    for intent in sorted(intents):
+    for intent, line in sorted(intents.items()):
         if "/" in intent and f"utter_{intent}" not in responses:
             problems.append(
-                Problem(domain, None, f"retrieval intent {intent!r} has no response 'utter_{intent}'")
+                Problem(nlu, line, f"retrieval intent {intent!r} has no response 'utter_{intent}'")
             )
 
 
@@ -70,20 +73,33 @@ def load_kb(root: str | Path, max_file_bytes: int = MAX_FILE_BYTES) -> Knowledge
 
     nlu = parse_nlu(nlu_path, problems, max_file_bytes)
     nlu_ok = not problems  # cross-file checks against a broken nlu.yml would only repeat its problems
-    intents = set(nlu.intents)
+    first_lines: dict[str, int | None] = {}
+    for example in nlu.examples:
+        first_lines.setdefault(example.intent, example.line)
+    intents = set(first_lines)
     declared, responses, lines = parse_domain(domain_path, problems, max_file_bytes)
     if declared is not None and nlu_ok:
-        base_intents = {i.split("/")[0] for i in intents}
-        for name in sorted(base_intents - set(declared)):
+        base_lines: dict[str, int | None] = {}
+        for intent, line in first_lines.items():
+            base_lines.setdefault(intent.split("/")[0], line)
+        for name in sorted(base_lines.keys() - set(declared)):
             problems.append(
-                Problem(domain_path, None, f"intent {name!r} has examples in nlu.yml but is not listed")
+                Problem(
+                    nlu_path,
+                    base_lines[name],
+                    f"intent {name!r} has examples but is not listed in domain.yml",
+                )
             )
-        for name in sorted(set(declared) - base_intents):
+        for name in sorted(set(declared) - base_lines.keys()):
             problems.append(
-                Problem(domain_path, None, f"intent {name!r} is listed but has no examples in nlu.yml")
+                Problem(
+                    domain_path,
+                    lines.get("intents"),
+                    f"intent {name!r} is listed but has no examples in nlu.yml",
+                )
             )
     if nlu_ok:
-        _check_responses(domain_path, responses, lines, intents, problems)
+        _check_responses(domain_path, nlu_path, responses, lines, first_lines, problems)
 
     articles: list[Article] = []
     seen_ids: dict[str, Path] = {}

@@ -102,6 +102,8 @@ def test_retrieval_intent_without_response(kb_copy):
     domain.write_text(text[:start] + text[end:], encoding="utf-8")
     (problem,) = refused(kb_copy).problems
     assert "retrieval intent 'faq/shipping_cost' has no response" in problem.reason
+    nlu = kb_copy / "nlu.yml"
+    assert (problem.file, problem.line) == (nlu, line_of(nlu, "how much is shipping"))
 
 
 def test_example_under_two_intents_is_a_conflict(kb_copy):
@@ -133,6 +135,7 @@ def test_domain_lists_intent_without_examples(kb_copy):
     )
     (problem,) = refused(kb_copy).problems
     assert "'thanks' is listed but has no examples" in problem.reason
+    assert (problem.file, problem.line) == (domain, line_of(domain, "  - greet"))
 
 
 def test_bad_language_condition(kb_copy):
@@ -196,3 +199,11 @@ def test_nlu_file_conflicts_can_be_kept_for_benchmarks(tmp_path):
     data = load_nlu_file(path, conflicts=conflicts)
     assert [e.intent for e in data.examples] == ["a", "b", "b"]
     assert conflicts[0].line == 8
+
+
+def test_intent_missing_from_domain(kb_copy):
+    domain, nlu = kb_copy / "domain.yml", kb_copy / "nlu.yml"
+    domain.write_text(domain.read_text(encoding="utf-8").replace("  - goodbye\n", ""), encoding="utf-8")
+    (problem,) = refused(kb_copy).problems
+    assert (problem.file, problem.line) == (nlu, line_of(nlu, "    - bye"))
+    assert problem.reason == "intent 'goodbye' has examples but is not listed in domain.yml"
