@@ -39,9 +39,11 @@ _BUILTIN: dict[str, list[str]] = {
 }
 # spaCy is only worth its milliseconds when a date or amount may be written in words.
 _WORDY = re.compile(
-    r"\d|today|tomorrow|yesterday|tonight|week|month|year|day|monday|tuesday|wednesday|thursday|friday"
-    r"|saturday|sunday|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|dollar|buck|cent|pound|euro"
-    r"|hundred|thousand|ten|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety",
+    r"\d|\b(?:today|tomorrow|yesterday|tonight|weeks?|months?|years?|days?|weekend"
+    r"|mon(?:day)?|tues?(?:day)?|wed(?:nesday)?|thu(?:rs)?(?:day)?|fri(?:day)?|sat(?:urday)?|sun(?:day)?"
+    r"|jan(?:uary)?|feb(?:ruary)?|march|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?"
+    r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|dollars?|bucks?|cents?|pounds?|euros?|yuan"
+    r"|hundred|thousand|million|ten|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)\b",
     re.IGNORECASE,
 )
 _SPACY_LABELS = {"DATE": "date", "MONEY": "amount"}

@@ -50,3 +50,9 @@ def test_spacy_finds_english_dates_and_money_in_words():
 
 def test_no_entities_in_plain_text(tiny_kb):
     assert EntityExtractor(tiny_kb.nlu).extract("hello there") == []
+
+
+def test_spacy_is_not_run_on_messages_without_numbers_or_date_words():
+    extractor = EntityExtractor()
+    extractor.extract("my card was declined, how often does that happen")
+    assert extractor._nlp is None  # not even loaded: the pre-filter saw nothing spaCy could find
