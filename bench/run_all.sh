@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reproduce the figures of bench/RESULTS.md (about 15 minutes on 2 cores).
-# Usage: bash bench/run_all.sh            (after `make install`; run on an otherwise idle machine)
+# Reproduce the figures of bench/RESULTS.md (about 15 minutes on 2 cores; --core: the headline
+# figures only, about 5 minutes, without the encoder comparison).
+# Usage: bash bench/run_all.sh [--core]   (after `make install`; run on an otherwise idle machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -21,6 +22,11 @@ $M lumo-en -- $BATON evaluate --train nlu_data/nlu.yml --test $DATA/en_dev.yml -
 $M lumo-oos -- $BATON evaluate --train nlu_data/nlu.yml --test $DATA/oos_test.yml --json
 $M lumo-all -- $BATON evaluate --train nlu_data/nlu.yml --test $DATA/zh_dev.yml --test $DATA/en_dev.yml \
     --test $DATA/oos_test.yml --json --report bench/out/lumo-all-report.json
+
+if [ "${1:-}" = "--core" ]; then
+    echo "core measurements: bench/out/measurements.jsonl"
+    exit 0
+fi
 
 # Encoder comparison behind the default choice.
 for enc in minilm e5-small; do
