@@ -176,7 +176,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     """An interactive chat with the bot."""
-    from bot.reply import reply
+    from bot.reply import ChatSession, render
     from bot.trained import load_bot, train_bot
 
     kb = _load_kb(args.kb, settings)
@@ -186,23 +186,19 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
         trained = train_bot(kb, args.model_dir, args.encoder, args.threshold)
     trained.nlu.warm_up()
     print("Baton is listening. Type a message in Chinese or English; Ctrl-D or 'quit' to leave.\n")
-    while True:
-        try:
-            text = input("you> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            print()
-            return 0
-        if text.lower() in {"quit", "exit", "退出"}:
-            return 0
-        if not text:
-            continue
-        answer = reply(trained, text)
-        intent = answer.parse.intent
-        print(f"bot> {answer.text}")
-        print(
-            f"     [{intent.name} {intent.confidence:.2f}, {answer.parse.language}, {answer.source}]\n",
-            flush=True,
-        )
+    # No order connector in the terminal: order-status questions say so instead of inventing a status.
+    with ChatSession(trained) as session:
+        while True:
+            try:
+                text = input("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                print()
+                return 0
+            if text.lower() in {"quit", "exit", "退出"}:
+                return 0
+            if not text:
+                continue
+            print(render(session.send(text)), flush=True)
 
 
 COMMANDS = {"train": cmd_train, "validate": cmd_validate, "evaluate": cmd_evaluate, "chat": cmd_chat}
