@@ -14,13 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from conversations.keys import DEFAULT_PREFIX
+from conversations.redis_client import RedisClientHolder
 
 SEED_FILE = Path(__file__).resolve().with_name("demo_orders.json")
 STATUSES = ("paid", "shipped", "in_transit", "out_for_delivery", "delivered", "cancelled")
@@ -146,7 +146,7 @@ class OrderConnector(Protocol):
         """
 
 
-class DemoOrderConnector:
+class DemoOrderConnector(RedisClientHolder):
     """Implements :class:`OrderConnector` over demo orders in Redis, one JSON string per order.
 
     Keys are ``{prefix}demo:order:{number}`` (``baton:demo:order:LM2024051234`` by default).
@@ -201,19 +201,3 @@ class DemoOrderConnector:
             return Order.from_dict(json.loads(raw))
         except (KeyError, TypeError, ValueError) as exc:
             raise OrderLookupError(f"order {order_number} is stored in an unreadable form: {exc}") from exc
-
-    async def aclose(self) -> None:
-        """Close the client if this connector created it."""
-        if self._owns_client:
-            await self.client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any, Self
 
 from redis.asyncio import Redis
@@ -39,6 +38,7 @@ from conversations.model import (
     format_time,
     utcnow,
 )
+from conversations.redis_client import RedisClientHolder
 from conversations.states import TRANSITIONS, InvalidTransition, State
 
 MAX_MERGE_HOPS = 32  # the Lua scripts follow merged_into as far
@@ -75,7 +75,7 @@ def _as_dict(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-class ConversationStore:
+class ConversationStore(RedisClientHolder):
     """Customers, conversations and turns in Redis, through ``redis.asyncio``.
 
     Create it with `from_url` (it then owns and closes its client) or around a client made
@@ -118,22 +118,6 @@ class ConversationStore:
         """A store with its own client for ``url`` (``redis://host:port/db``)."""
         client = Redis.from_url(url, decode_responses=True)
         return cls(client, prefix=prefix, events_maxlen=events_maxlen, owns_client=True)
-
-    async def aclose(self) -> None:
-        """Close the client if this store created it."""
-        if self._owns_client:
-            await self.client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- customers ---------------------------------------------------------------------------
 
