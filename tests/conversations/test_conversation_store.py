@@ -14,14 +14,8 @@ import redis.asyncio
 from conversations.keys import Keys
 from conversations.states import InvalidTransition, State
 from conversations.store import BotSilenced, ConversationNotFound, ConversationStore, CustomerNotFound
+from tests.conversations.test_states import DESIGN_TABLE
 
-DESIGN_TABLE = {
-    ("bot", "queued"),
-    ("queued", "assigned"),
-    ("assigned", "resolved"),
-    ("bot", "resolved"),
-    ("assigned", "bot"),
-}
 # How to bring a fresh conversation (state bot) to each state along allowed transitions.
 PATH_TO = {
     State.BOT: [],
