@@ -33,8 +33,11 @@ def train_bot(
 ) -> TrainedBot:
     """Train the NLU model and build the index for ``kb``, then publish both as the current version."""
     spec = choose_encoder(kb.nlu, encoder)
-    nlu = BatonNLU.train(kb.nlu, spec, threshold=threshold, kb_fingerprint=kb.fingerprint)
-    index = VectorIndex.build(kb, get_encoder(spec))
+    model = get_encoder(spec)
+    texts = [e.text for e in kb.nlu.examples]
+    vectors = model.encode(texts)  # once, for the classifier and for the index's FAQ examples
+    nlu = BatonNLU.train(kb.nlu, model, threshold=threshold, kb_fingerprint=kb.fingerprint, dense=vectors)
+    index = VectorIndex.build(kb, model, known=dict(zip(texts, vectors, strict=True)))
 
     def write(folder: Path) -> None:
         nlu.save(folder / "nlu")

@@ -10,6 +10,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,14 +97,22 @@ class VectorIndex:
         self._index = index
 
     @classmethod
-    def build(cls, kb: KnowledgeBase, encoder: Encoder) -> VectorIndex:
-        """Encode every entry of ``kb`` with ``encoder``."""
+    def build(
+        cls, kb: KnowledgeBase, encoder: Encoder, known: Mapping[str, np.ndarray] | None = None
+    ) -> VectorIndex:
+        """Encode every entry of ``kb`` with ``encoder``; ``known`` maps example texts to query vectors
+        the caller already computed with the same encoder (training did), so they are not encoded twice."""
         entries = kb_entries(kb)
         encoder.warm_up()
-        kinds = {"example": "query", "article": "passage"}
+        known = known or {}
         vectors = np.zeros((len(entries), encoder.dim), dtype=np.float32)
-        for kind, enc_kind in kinds.items():
-            rows = [i for i, e in enumerate(entries) if e.kind == kind]
+        todo: dict[str, list[int]] = {"query": [], "passage": []}
+        for i, entry in enumerate(entries):
+            if entry.kind == "example" and entry.text in known:
+                vectors[i] = known[entry.text]
+            else:
+                todo["query" if entry.kind == "example" else "passage"].append(i)
+        for enc_kind, rows in todo.items():
             if rows:
                 vectors[rows] = encoder.encode([_encode_text(entries[i]) for i in rows], kind=enc_kind)
         index = faiss.IndexFlatIP(encoder.dim)

@@ -85,8 +85,10 @@ class IntentClassifier:
         encoder: Encoder | None,
         threshold: float | None = None,
         seed: int = 0,
+        dense: np.ndarray | None = None,
     ) -> IntentClassifier:
-        """Fit on ``texts``/``labels``; ``threshold`` None chooses it on held-out examples.
+        """Fit on ``texts``/``labels``; ``threshold`` None chooses it on held-out examples;
+        ``dense`` reuses embeddings of ``texts`` the caller already computed with ``encoder``.
 
         Raises:
             ValueError: fewer than two intents.
@@ -95,7 +97,8 @@ class IntentClassifier:
         if len(set(labels)) < 2:
             raise ValueError("intent classification needs at least two intents with examples")
         featurizer = TextFeaturizer(encoder)
-        dense = featurizer.embed(texts)  # the expensive part, done once for both fits
+        if dense is None:
+            dense = featurizer.embed(texts)  # the expensive part, done once for both fits
         features = featurizer.fit_transform(texts, dense)
         open_world = _OUT_OF_SCOPE in set(labels)
         calibration = cls._calibrate(features, labels, threshold, seed, open_world)

@@ -67,14 +67,16 @@ class BatonNLU:
         encoder: str | Encoder | None = AUTO_ENCODER,
         threshold: float | None = None,
         kb_fingerprint: str | None = None,
+        dense: np.ndarray | None = None,
     ) -> BatonNLU:
-        """Train on the examples of ``nlu``; ``encoder`` is a spec (see ``ENCODERS``), an encoder or None."""
+        """Train on the examples of ``nlu``; ``encoder`` is a spec (see ``ENCODERS``), an encoder or None;
+        ``dense`` holds the examples' embeddings if the caller already has them (in example order)."""
         started = time.perf_counter()
         if isinstance(encoder, str):
             encoder = get_encoder(choose_encoder(nlu, encoder))
         texts = [e.text for e in nlu.examples]
         labels = [e.intent for e in nlu.examples]
-        classifier = IntentClassifier.train(texts, labels, encoder, threshold=threshold)
+        classifier = IntentClassifier.train(texts, labels, encoder, threshold=threshold, dense=dense)
         extractor = EntityExtractor(nlu)
         meta = {
             "encoder_id": encoder.id if encoder else None,

@@ -122,3 +122,15 @@ def test_swap_refuses_index_of_another_encoder(tiny_kb, index):
     with pytest.raises(IndexMismatchError):
         served.swap(VectorIndex.build(tiny_kb, get_encoder("minilm-int8")))
     assert served.index is index
+
+
+def test_known_vectors_are_reused_not_re_encoded(tiny_kb, index, e5):
+    faq = [e.text for e in index.entries if e.kind == "example"]
+    known = dict(zip(faq, e5.encode(faq), strict=True))
+    reused = VectorIndex.build(tiny_kb, e5, known=known)
+    query = e5.encode(["退款几天能到"])[0]
+    assert [(h.entry, round(h.score, 4)) for h in reused.search(query, 5)] == [
+        (h.entry, round(h.score, 4)) for h in index.search(query, 5)
+    ]
+    poisoned = VectorIndex.build(tiny_kb, e5, known={faq[0]: -known[faq[0]]})
+    assert poisoned.search(known[faq[0]], 1)[0].entry.text != faq[0]  # the given vector was used as is
