@@ -16,6 +16,7 @@ key                                        type        holds
 ``P conv:{id}``                            hash        the `Conversation` fields, all as text
 ``P conv:{id}:turns``                      list        turn JSON; the turn with seq n is at index n-1
 ``P conv:{id}:msgids``                     hash        client_message_id -> seq, for dedupe
+``P conv:{id}:context``                    string      the bot's dialogue context (JSON) between turns
 ``P conv:{id}:events``                     stream      created / transition / turn events (capped)
 =========================================  ==========  ==================================================
 
@@ -78,6 +79,10 @@ class Keys:
     def message_ids(self, conversation_id: str) -> str:
         """client_message_id -> seq."""
         return f"{self.conversation(conversation_id)}:msgids"
+
+    def context(self, conversation_id: str) -> str:
+        """The bot's dialogue context (JSON) between turns."""
+        return f"{self.conversation(conversation_id)}:context"
 
     def events(self, conversation_id: str) -> str:
         """The event stream, and the pub/sub channel of the same name."""

@@ -160,6 +160,7 @@ class Turn:
     client_message_id: str | None = None  # the channel's message id, for dedupe
     created_at: datetime = field(default_factory=utcnow)
     timings: dict[str, float] = field(default_factory=dict)  # e.g. {"nlu_ms": 7.1}
+    buttons: list[dict[str, str]] = field(default_factory=list)  # quick replies: {"title", "payload"}
 
     def __post_init__(self) -> None:
         _check_channel(self.channel)
@@ -180,6 +181,7 @@ class Turn:
             "client_message_id": self.client_message_id,
             "created_at": format_time(self.created_at),
             "timings": dict(self.timings),
+            "buttons": [dict(b) for b in self.buttons],
         }
 
     @classmethod
@@ -197,6 +199,7 @@ class Turn:
             client_message_id=data.get("client_message_id"),
             created_at=parse_time(data["created_at"]),
             timings=dict(data.get("timings") or {}),
+            buttons=[dict(b) for b in data.get("buttons") or ()],
         )
 
 

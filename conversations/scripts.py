@@ -214,3 +214,11 @@ emit(ARGV[8], {'type', 'transition', 'conversation_id', ARGV[8], 'from', from, '
   'reason', ARGV[6], 'handoff_count', redis.call('HGET', KEYS[1], 'handoff_count'), 'at', NOW})
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
+
+# KEYS[1] a list; ARGV[1] index, ARGV[2] the value expected there, ARGV[3] the new value.
+# Stands alone (no preamble): it knows no key names and emits nothing.
+SET_LIST_ITEM_IF_UNCHANGED = """
+if redis.call('LINDEX', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('LSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""

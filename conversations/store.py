@@ -112,6 +112,7 @@ class ConversationStore(RedisClientHolder):
         self._current_conversation = client.register_script(scripts.PREAMBLE + scripts.CURRENT_CONVERSATION)
         self._append_turn = client.register_script(scripts.PREAMBLE + scripts.APPEND_TURN)
         self._transition = client.register_script(scripts.PREAMBLE + scripts.TRANSITION)
+        self._set_if_unchanged = client.register_script(scripts.SET_LIST_ITEM_IF_UNCHANGED)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, events_maxlen: int = 1000) -> Self:
@@ -237,6 +238,29 @@ class ConversationStore(RedisClientHolder):
             raise CustomerNotFound(customer_id)
         return Conversation.from_dict(_as_dict(rest[0]))
 
+    async def open_conversation(self, customer_id: str) -> Conversation | None:
+        """The customer's open conversation, or None (nothing is created, unlike `current_conversation`).
+
+        Raises:
+            CustomerNotFound: no customer has ``customer_id``.
+        """
+        customer = await self._existing_customer(customer_id)
+        conversation_id = await self.client.get(self.keys.customer_open(customer.id))
+        if conversation_id is None:
+            return None
+        conversation = await self.get_conversation(conversation_id)
+        return conversation if conversation is not None and conversation.is_open else None
+
+    async def latest_conversation(self, customer_id: str) -> Conversation | None:
+        """The customer's most recently created conversation, open or not; None if there is none.
+
+        Raises:
+            CustomerNotFound: no customer has ``customer_id``.
+        """
+        customer = await self._existing_customer(customer_id)
+        ids = await self.client.zrange(self.keys.customer_conversations(customer.id), -1, -1)
+        return await self.get_conversation(ids[0]) if ids else None
+
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         """The conversation, or None if unknown."""
         data = await self.client.hgetall(self.keys.conversation(conversation_id))
@@ -330,6 +354,7 @@ class ConversationStore(RedisClientHolder):
         language: str | None = None,
         nlu: dict[str, Any] | None = None,
         timings: dict[str, float] | None = None,
+        buttons: Sequence[dict[str, str]] = (),
     ) -> Turn:
         """Store the bot's reply, only if the conversation is in state ``bot`` at write time.
 
@@ -343,7 +368,7 @@ class ConversationStore(RedisClientHolder):
         """
         channel, language = await self._defaults(conversation_id, channel, language)
         turn, _stored = await self._append(
-            "bot", conversation_id, "bot", text, channel, language, None, nlu, timings
+            "bot", conversation_id, "bot", text, channel, language, None, nlu, timings, buttons
         )
         return turn
 
@@ -381,6 +406,47 @@ class ConversationStore(RedisClientHolder):
         # The turn with seq n sits at index n - 1, so the ones after after_seq start at index after_seq.
         records = await self.client.lrange(self.keys.turns(conversation_id), after_seq, after_seq + limit - 1)
         return [Turn.from_dict(json.loads(record)) for record in records]
+
+    async def annotate_turn(
+        self,
+        conversation_id: str,
+        seq: int,
+        *,
+        nlu: dict[str, Any] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> Turn:
+        """Add what the bot understood (``nlu``) and more ``timings`` to a stored turn.
+
+        A customer's message is stored before the bot reads it (nothing is lost if the bot
+        fails), so its understanding is written afterwards, here. Text, sender and seq never change.
+
+        Raises:
+            ConversationNotFound: the conversation has no turn ``seq``.
+        """
+        key = self.keys.turns(conversation_id)
+        if seq < 1:
+            raise ConversationNotFound(f"{conversation_id} has no turn {seq}")
+        for _ in range(8):  # compare-and-set: another writer may touch the same record
+            record = await self.client.lindex(key, seq - 1)
+            if record is None:
+                raise ConversationNotFound(f"{conversation_id} has no turn {seq}")
+            data = json.loads(record)
+            if nlu is not None:
+                data["nlu"] = nlu
+            data["timings"] = {**data.get("timings", {}), **(timings or {})}
+            updated = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+            if await self._set_if_unchanged(keys=[key], args=[seq - 1, record, updated]):
+                return Turn.from_dict(data)
+        raise RuntimeError(f"turn {seq} of {conversation_id} kept changing")
+
+    async def bot_context(self, conversation_id: str) -> dict[str, Any] | None:
+        """The dialogue context the bot saved for the conversation, or None."""
+        text = await self.client.get(self.keys.context(conversation_id))
+        return json.loads(text) if text else None
+
+    async def save_bot_context(self, conversation_id: str, context: dict[str, Any]) -> None:
+        """Keep the bot's dialogue context for the conversation's next turn."""
+        await self.client.set(self.keys.context(conversation_id), json.dumps(context, ensure_ascii=False))
 
     # -- events ------------------------------------------------------------------------------
 
@@ -432,6 +498,7 @@ class ConversationStore(RedisClientHolder):
         client_message_id: str | None,
         nlu: dict[str, Any] | None,
         timings: dict[str, float] | None,
+        buttons: Sequence[dict[str, str]] = (),
     ) -> tuple[Turn, bool]:
         moment = utcnow()
         draft = Turn(
@@ -446,6 +513,7 @@ class ConversationStore(RedisClientHolder):
             client_message_id=client_message_id,
             created_at=moment,
             timings=dict(timings or {}),
+            buttons=[dict(b) for b in buttons],
         )
         fields = draft.to_dict()
         del fields["seq"]

@@ -464,3 +464,66 @@ def test_a_client_without_decoded_responses_is_refused(redis_url):
             await client.aclose()
 
     asyncio.run(body())
+
+
+# -- what the service needs: open/latest conversation, buttons, annotations, bot context --------
+
+
+def test_open_and_latest_conversation_follow_resolution(redis_url):
+    async def body(store: ConversationStore) -> None:
+        customer = await store.resolve_customer("web", "visitor-9")
+        assert await store.open_conversation(customer.id) is None  # nothing is created by asking
+        assert await store.latest_conversation(customer.id) is None
+        first = await store.current_conversation(customer.id, "web")
+        assert (await store.open_conversation(customer.id)).id == first.id
+        await store.transition(first.id, State.RESOLVED)
+        assert await store.open_conversation(customer.id) is None
+        assert (await store.latest_conversation(customer.id)).state == State.RESOLVED
+        second = await store.current_conversation(customer.id, "web")
+        assert (await store.latest_conversation(customer.id)).id == second.id != first.id
+        with pytest.raises(CustomerNotFound):
+            await store.open_conversation("nobody")
+
+    run(redis_url, body)
+
+
+def test_bot_turns_keep_their_buttons(redis_url):
+    async def body(store: ConversationStore) -> None:
+        conversation = await new_conversation(store)
+        buttons = [{"title": "退款多久到账", "payload": "/faq/refund_time"}]
+        turn = await store.append_bot_turn(conversation.id, "您是想问？", buttons=buttons)
+        assert turn.buttons == buttons
+        assert (await store.turns(conversation.id))[0].buttons == buttons
+
+    run(redis_url, body)
+
+
+def test_annotating_a_turn_adds_nlu_and_timings_and_keeps_the_rest(redis_url):
+    async def body(store: ConversationStore) -> None:
+        conversation = await new_conversation(store)
+        turn, _ = await store.append_customer_turn(
+            conversation.id, "hi", "web", "en", "m1", timings={"a": 1.0}
+        )
+        annotated = await store.annotate_turn(
+            conversation.id, turn.seq, nlu={"intent": "greet"}, timings={"b": 2.0}
+        )
+        assert annotated.nlu == {"intent": "greet"} and annotated.timings == {"a": 1.0, "b": 2.0}
+        [stored] = await store.turns(conversation.id)
+        assert stored == annotated
+        assert (stored.text, stored.seq, stored.client_message_id) == ("hi", 1, "m1")
+        for missing in (0, 2):
+            with pytest.raises(ConversationNotFound):
+                await store.annotate_turn(conversation.id, missing, nlu={})
+
+    run(redis_url, body)
+
+
+def test_the_bot_context_is_kept_per_conversation(redis_url):
+    async def body(store: ConversationStore) -> None:
+        conversation = await new_conversation(store)
+        assert await store.bot_context(conversation.id) is None
+        context = {"language": "zh", "slots": {"order_number": "LM2024051234"}}
+        await store.save_bot_context(conversation.id, context)
+        assert await store.bot_context(conversation.id) == context
+
+    run(redis_url, body)
