@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 KB     ?= nlu_data
 
 .DEFAULT_GOAL := help
-.PHONY: help install run train test lint format bench clean
+.PHONY: help install browser run chat train test lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -22,13 +22,25 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install Baton with everything it needs
 
-run: install ## Train the default knowledge base if needed, then chat with the bot in the terminal
+# The browser tests drive Debian's Chromium (Playwright must never download one).
+browser: ## Install Debian's Chromium for the browser tests (apt; needs root or sudo)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+	@/usr/bin/chromium --version
+
+run: install ## Train the default knowledge base if needed, then serve the chat page on 127.0.0.1:8000
+	$(VENV)/bin/baton serve --kb $(KB)
+
+chat: install ## Chat with the bot in the terminal instead
 	$(VENV)/bin/baton chat --kb $(KB)
 
 train: install ## Train the NLU model and index for KB (default nlu_data)
 	$(VENV)/bin/baton train --kb $(KB)
 
-test: install ## Lint, then run every test (unit and integration)
+test: install browser ## Lint, then run every test (unit, integration, real browser)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest

@@ -23,6 +23,7 @@ Commands:
   validate   check a knowledge base and report every problem with file and line
   evaluate   train on one Rasa NLU file, score on another, print the metrics
   chat       talk to the bot in the terminal (trains first if needed)
+  serve      run the service: chat page, web and app channels (trains first if needed)
 
 Settings come from BATON_* environment variables (see README); flags override them.
 """
@@ -88,6 +89,21 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
         "--report", type=Path, help="also write a detailed JSON report (confusions, threshold)"
     )
     model_args(evaluate)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the service: chat page, web and app channels (trains first if needed)",
+        description="Run Baton on one port: the chat page at /, the web chat WebSocket, the app API "
+        "and its docs at /docs. Uses REDIS_URL when set, else starts a private Redis under "
+        "BATON_DATA_DIR and stops it on exit. Ctrl-C stops everything.",
+    )
+    kb_args(serve)
+    model_args(serve)
+    serve.add_argument(
+        "--host", default=settings.host, help=f"address to listen on (default {settings.host})"
+    )
+    serve.add_argument("--port", type=int, default=settings.port, help=f"port (default {settings.port})")
+    serve.add_argument("--retrain", action="store_true", help="train even if a current model exists")
 
     chat = commands.add_parser("chat", help="chat with the bot in the terminal")
     kb_args(chat)
@@ -179,14 +195,8 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     """An interactive chat with the bot."""
     from bot.reply import ChatSession, render
-    from bot.trained import load_bot, train_bot
 
-    kb = _load_kb(args.kb, settings)
-    trained = None if args.retrain else load_bot(kb, args.model_dir)
-    if trained is None:
-        print(f"training {args.kb} (first run, or the knowledge base changed) ...", flush=True)
-        trained = train_bot(kb, args.model_dir, args.encoder, args.threshold)
-    trained.nlu.warm_up()
+    trained = _trained_bot(args, settings)
     print("Baton is listening. Type a message in Chinese or English; Ctrl-D or 'quit' to leave.\n")
     # No order connector in the terminal: order-status questions say so instead of inventing a status.
     with ChatSession(trained) as session:
@@ -203,7 +213,69 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
             print(render(session.send(text)), flush=True)
 
 
-COMMANDS = {"train": cmd_train, "validate": cmd_validate, "evaluate": cmd_evaluate, "chat": cmd_chat}
+def _trained_bot(args: argparse.Namespace, settings: Settings):
+    """The current model of ``args.kb``, trained first if there is none (or ``--retrain``)."""
+    from bot.trained import load_bot, train_bot
+
+    kb = _load_kb(args.kb, settings)
+    trained = None if args.retrain else load_bot(kb, args.model_dir)
+    if trained is None:
+        print(f"training {args.kb} (first run, or the knowledge base changed) ...", flush=True)
+        trained = train_bot(kb, args.model_dir, args.encoder, args.threshold)
+    trained.nlu.warm_up()
+    return trained
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the service until Ctrl-C (or SIGTERM)."""
+    import logging
+
+    import uvicorn
+
+    from api.app import create_app
+    from api.service import Service
+    from conversations.redis_server import RedisServer
+
+    if not 0 < args.port < 65536:
+        return _fail("--port must be between 1 and 65535")
+    settings = settings.model_copy(
+        update={"kb": args.kb, "model_dir": args.model_dir, "host": args.host, "port": args.port}
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    trained = _trained_bot(args, settings)
+    redis_server = None
+    redis_url = settings.redis_url
+    if not redis_url:
+        redis_server = RedisServer(data_dir=settings.data_dir / "redis").start()
+        redis_url = redis_server.url
+        print(f"started a private Redis on {redis_url} (data in {redis_server.data_dir})", flush=True)
+    base = f"http://{args.host}:{args.port}"
+
+    async def start_service() -> Service:
+        service = await Service.start(settings, trained, redis_url)
+        print(
+            f"\nBaton is ready.\n  chat page: {base}/\n  API docs:  {base}/docs\n  health:    {base}/healthz\n",
+            flush=True,
+        )
+        return service
+
+    try:
+        uvicorn.run(
+            create_app(start_service), host=args.host, port=args.port, log_level="info", ws="websockets"
+        )
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "validate": cmd_validate,
+    "evaluate": cmd_evaluate,
+    "chat": cmd_chat,
+    "serve": cmd_serve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

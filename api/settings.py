@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,3 +26,29 @@ class Settings(BaseSettings):
         description="confidence below which a message is nlu_fallback (empty: chosen in training)",
     )
     kb_max_file_bytes: int = Field(10 * 1024 * 1024, gt=0, description="largest knowledge-base file accepted")
+
+    # -- the service (baton serve) -----------------------------------------------------------
+    host: str = Field("127.0.0.1", description="address baton serve listens on")
+    port: int = Field(8000, ge=1, le=65535, description="port baton serve listens on")
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "BATON_REDIS_URL"),
+        description="Redis to use (REDIS_URL also works); empty: start a private Redis under data_dir",
+    )
+    redis_prefix: str = Field("baton:", min_length=1, description="prefix of every Redis key Baton writes")
+    data_dir: Path = Field(Path("var"), description="private Redis data, the generated secret key")
+    secret_key: SecretStr | None = Field(
+        None,
+        description="signs visitor tokens; empty: generated once and kept in data_dir/secret_key",
+    )
+    visitor_token_days: float = Field(30, gt=0, description="how long a web visitor's token stays valid")
+    app_key: str | None = Field(
+        None, description="the mobile app's key (X-Baton-App-Key); empty: app API off"
+    )
+    app_secret: SecretStr | None = Field(
+        None, description="shared with the app's backend, which signs user tokens with it"
+    )
+    max_message_chars: int = Field(4000, gt=0, description="longest customer message accepted")
+    rate_limit_messages: int = Field(20, gt=0, description="messages one customer may send per window")
+    rate_limit_seconds: float = Field(10, gt=0, description="the rate-limit window")
+    nlu_batch_size: int = Field(16, gt=0, description="most messages the NLU worker parses in one batch")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -61,3 +65,87 @@ def redis_url(redis_server) -> str:
     finally:
         client.close()
     return redis_server.url
+
+
+class ServiceProcess:
+    """``baton serve`` as a real subprocess on 127.0.0.1, for end-to-end and browser tests.
+
+    It trains its knowledge base on first start (into its own model folder) and answers on
+    a fixed port, so `restart` brings it back where clients expect it.
+    """
+
+    APP_KEY = "test-app-key"
+    APP_SECRET = "test-app-secret-0123456789abcdef"
+
+    def __init__(self, kb: Path, workdir: Path, redis_url: str) -> None:
+        from conversations.redis_server import free_port
+
+        self.kb = kb
+        self.workdir = workdir
+        self.redis_url = redis_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.log_path = workdir / "serve.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Start the service and wait until /healthz answers 200."""
+        env = {
+            **os.environ,
+            "REDIS_URL": self.redis_url,
+            "BATON_DATA_DIR": str(self.workdir / "var"),
+            "BATON_APP_KEY": self.APP_KEY,
+            "BATON_APP_SECRET": self.APP_SECRET,
+        }
+        command = [sys.executable, "-m", "api.cli", "serve", "--kb", str(self.kb)]
+        command += ["--model-dir", str(self.workdir / "models"), "--port", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"baton serve exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"baton serve was not healthy after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop the service (SIGTERM, then SIGKILL after 15 s)."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        """Stop and start again, on the same port and Redis."""
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the service's log."""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def baton_service(redis_server, tmp_path_factory):
+    """The real service on the tiny knowledge base, with real Redis (database 1, which tests do not flush)."""
+    service = ServiceProcess(
+        TINY_KB, tmp_path_factory.mktemp("service"), redis_server.url.rsplit("/", 1)[0] + "/1"
+    )
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,20 @@ class ParseResult:
     def entity_values(self, name: str) -> list[str]:
         """Every value found for entity ``name``, in text order."""
         return [e.value for e in self.entities if e.entity == name]
+
+    def to_dict(self, ranking_size: int = 3) -> dict[str, Any]:
+        """A JSON-ready summary, as kept with the customer's turn (the text is the turn's own)."""
+        return {
+            "intent": self.intent.name,
+            "confidence": round(self.intent.confidence, 4),
+            "ranking": [
+                {"name": s.name, "confidence": round(s.confidence, 4)} for s in self.ranking[:ranking_size]
+            ],
+            "entities": [
+                {"entity": e.entity, "value": e.value, "start": e.start, "end": e.end} for e in self.entities
+            ],
+            "language": self.language,
+        }
 
 
 @runtime_checkable

@@ -1,0 +1,1 @@
+"""Channel adapters: where customers write from (web chat, mobile app; WeChat next)."""

@@ -1,0 +1,70 @@
+"""The seam every channel implements: turn what arrives into an `InboundMessage`, deliver what goes out.
+
+The turn pipeline (`api.pipeline`) knows only these types, so a new channel (WeChat) is one
+more adapter, not a change to the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from conversations.model import Turn
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A customer's message, as every channel hands it to the pipeline.
+
+    Attributes:
+        channel: ``web``, ``app`` or ``wechat``.
+        external_id: who wrote it on that channel (visitor id, app user id, openid).
+        text: what they wrote, exactly as sent (HTML included: it is shown as text, never run).
+        client_message_id: the channel's id of this message; a repeat is answered once.
+    """
+
+    channel: str
+    external_id: str
+    text: str
+    client_message_id: str | None = None
+
+
+class Delivery(StrEnum):
+    """What became of an outbound message."""
+
+    LIVE = "live"  # handed to a connection the customer has open now
+    STORED = "stored"  # kept; the customer's client fetches it when it next connects
+    SENT = "sent"  # pushed through the channel's own API (WeChat)
+    FAILED = "failed"  # the channel refused it (e.g. outside WeChat's 48-hour window)
+
+
+def public_turn(turn: Turn) -> dict[str, Any]:
+    """A turn as customers' clients see it: no NLU result, no timings (those are for agents)."""
+    return {
+        "conversation_id": turn.conversation_id,
+        "seq": turn.seq,
+        "id": turn.id,
+        "sender": turn.sender,
+        "text": turn.text,
+        "language": turn.language,
+        "created_at": turn.to_dict()["created_at"],
+        "buttons": [dict(b) for b in turn.buttons],
+        "client_message_id": turn.client_message_id,
+    }
+
+
+class ChannelAdapter(Protocol):
+    """A channel: it normalises its own inbound format and delivers turns back to the customer."""
+
+    name: str  # the channel name stored on identities and turns
+
+    def normalise(self, external_id: str, payload: Any) -> InboundMessage:
+        """The `InboundMessage` for ``payload`` received from ``external_id``.
+
+        Raises:
+            api.errors.ApiError: the payload is not a message this channel accepts.
+        """
+
+    async def deliver(self, external_id: str, turn: Turn) -> Delivery:
+        """Send ``turn`` (a bot, agent or system turn) to the customer ``external_id``."""

@@ -1,0 +1,101 @@
+"""Follows every conversation event published in Redis and hands each to whoever listens here.
+
+The store publishes each event (a stored turn, a state change, a new conversation) on the
+conversation's pub/sub channel. One pattern subscription per process receives them all,
+whichever replica wrote them, and this hub routes each to the listeners of its conversation
+or, for a new conversation, of its customer. Pub/sub loses what arrives while nobody listens,
+so a listener reads what it missed from the store after subscribing (see
+`api.channels.follower`); the hub is only the live part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+
+class EventHub:
+    """Routes the store's published events to per-conversation and per-customer queues.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` (decode_responses=True); the hub opens its own
+            pub/sub connection from it.
+        pattern: the store's `Keys.events_pattern`.
+    """
+
+    def __init__(self, client: Redis, pattern: str) -> None:
+        self.client = client
+        self.pattern = pattern
+        self._by_conversation: defaultdict[str, set[asyncio.Queue[Event]]] = defaultdict(set)
+        self._by_customer: defaultdict[str, set[asyncio.Queue[Event]]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        """Subscribe and start routing; returns once the subscription is in place."""
+        self._task = asyncio.create_task(self._run(), name="baton-event-hub")
+        await self._ready.wait()
+
+    async def stop(self) -> None:
+        """Stop routing and close the subscription."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def listen(
+        self, queue: asyncio.Queue[Event], conversation_id: str | None = None, customer_id: str | None = None
+    ) -> None:
+        """Send the events of ``conversation_id`` and the ``created`` events of ``customer_id`` to ``queue``."""
+        if conversation_id:
+            self._by_conversation[conversation_id].add(queue)
+        if customer_id:
+            self._by_customer[customer_id].add(queue)
+
+    def forget(
+        self, queue: asyncio.Queue[Event], conversation_id: str | None = None, customer_id: str | None = None
+    ) -> None:
+        """Undo `listen` for the given ids."""
+        for table, key in ((self._by_conversation, conversation_id), (self._by_customer, customer_id)):
+            if key and key in table:
+                table[key].discard(queue)
+                if not table[key]:
+                    del table[key]
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self.client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.psubscribe(self.pattern)
+                    self._ready.set()
+                    async for message in pubsub.listen():
+                        self._route(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis restarted or the connection dropped: listeners catch up from the store
+                log.exception("event subscription lost; resubscribing in 1 s")
+                await asyncio.sleep(1)
+
+    def _route(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "pmessage":
+            return
+        try:
+            event: Event = json.loads(message["data"])
+        except (TypeError, ValueError):
+            log.warning("ignored an event that is not JSON: %r", message.get("data"))
+            return
+        queues = set(self._by_conversation.get(event.get("conversation_id", ""), ()))
+        if event.get("type") == "created":
+            queues |= self._by_customer.get(event.get("customer_id", ""), set())
+        for queue in queues:
+            queue.put_nowait(event)
