@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.channels import app as app_channel
 from api.channels import web as web_channel
 from api.errors import ApiError
+from api.identities import router as backend_router
 from api.service import Service
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def create_app(start_service: ServiceFactory) -> FastAPI:
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.include_router(web_channel.router)
     app.include_router(app_channel.router)
+    app.include_router(backend_router)
     app.mount("/static/web", StaticFiles(directory=web_channel.STATIC), name="web-static")
 
     @app.get("/healthz", tags=["service"])

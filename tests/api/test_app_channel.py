@@ -191,3 +191,48 @@ def test_healthz_and_the_api_docs(app_client):
     assert health.status_code == 200 and health.json()["status"] == "ok"
     schema = app_client.get("/openapi.json").json()
     assert {"/api/v1/app/messages", "/api/v1/app/stream", "/api/v1/web/session"} <= set(schema["paths"])
+
+
+def backend_headers(secret: str = ServiceProcess.APP_SECRET) -> dict[str, str]:
+    return {"X-Baton-App-Key": ServiceProcess.APP_KEY, "Authorization": f"Bearer {secret}"}
+
+
+def test_a_verified_phone_joins_web_and_app_history(baton_service, app_client):
+    from tests.api.conftest import WebVisitor, outcome
+
+    phone = f"+861380{uuid.uuid4().int % 10**7:07d}"
+    visitor = WebVisitor(baton_service)
+    try:
+        visitor.connect()
+        web_conversation = outcome(visitor.say("how much is shipping"))["conversation_id"]
+    finally:
+        visitor.close()
+    jack = user()
+    send(app_client, jack, "hello")
+    links = []
+    for channel, external_id in [("app", jack), ("web", visitor.visitor_id)]:
+        body = {"channel": channel, "external_id": external_id, "kind": "phone", "value": phone}
+        answer = app_client.post("/api/v1/backend/links", json=body, headers=backend_headers())
+        assert answer.status_code == 200, answer.text
+        links.append(answer.json())
+    assert links[1]["customer_id"] == links[0]["customer_id"] and links[1]["merged"]
+    assert {(i["channel"], i["external_id"]) for i in links[1]["identities"]} == {
+        ("app", jack),
+        ("web", visitor.visitor_id),
+    }
+    # The app user now reaches the conversation they had on the web.
+    answer = app_client.get(f"/api/v1/app/conversations/{web_conversation}", headers=app_headers(jack))
+    assert answer.status_code == 200
+    assert answer.json()["messages"][0]["text"] == "how much is shipping"
+
+
+def test_the_backend_api_needs_the_secret_and_a_real_phone(app_client):
+    body = {"channel": "app", "external_id": user(), "kind": "phone", "value": "+8613800138000"}
+    for headers in [{}, backend_headers("wrong"), {"Authorization": f"Bearer {ServiceProcess.APP_SECRET}"}]:
+        assert app_client.post("/api/v1/backend/links", json=body, headers=headers).status_code == 401
+    # A user token is not the secret: an app cannot link phones on its own say-so.
+    user_headers = app_headers(body["external_id"])
+    assert app_client.post("/api/v1/backend/links", json=body, headers=user_headers).status_code == 401
+    for bad in [{**body, "value": "13800138000"}, {**body, "kind": "email"}, {**body, "channel": "fax"}]:
+        answer = app_client.post("/api/v1/backend/links", json=bad, headers=backend_headers())
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request"
