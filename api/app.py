@@ -61,8 +61,14 @@ def create_app(start_service: ServiceFactory) -> FastAPI:
             await service.redis.ping()
         except Exception as exc:
             return JSONResponse({"status": "redis unavailable", "detail": str(exc)}, status_code=503)
-        version = service.bot.path.name
-        return JSONResponse({"status": "ok", "kb": str(service.settings.kb), "model_version": version})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "kb": str(service.settings.kb),
+                "model_version": service.bot.path.name,
+                "nlu_cache": {"hits": service.nlu.hits, "misses": service.nlu.misses},
+            }
+        )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:

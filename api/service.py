@@ -51,7 +51,7 @@ class Service:
         store = ConversationStore(redis, prefix=settings.redis_prefix)
         orders = DemoOrderConnector(redis, prefix=settings.redis_prefix)
         log.info("demo order connector: %d seed orders", await orders.seed())
-        nlu = NLUWorker(bot.nlu, settings.nlu_batch_size)
+        nlu = NLUWorker(bot.nlu, settings.nlu_batch_size, settings.nlu_cache_size)
         limiter = RateLimiter(
             redis, settings.redis_prefix, settings.rate_limit_messages, settings.rate_limit_seconds
         )

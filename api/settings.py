@@ -52,3 +52,4 @@ class Settings(BaseSettings):
     rate_limit_messages: int = Field(20, gt=0, description="messages one customer may send per window")
     rate_limit_seconds: float = Field(10, gt=0, description="the rate-limit window")
     nlu_batch_size: int = Field(16, gt=0, description="most messages the NLU worker parses in one batch")
+    nlu_cache_size: int = Field(10_000, ge=0, description="parses of repeated messages kept (0: no cache)")

@@ -83,3 +83,20 @@ def test_the_rate_limit_counts_per_customer_in_a_sliding_window(redis_url):
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_a_repeated_message_is_answered_from_the_cache_and_the_cache_is_bounded():
+    engine = RecordingEngine()
+    engine.release.set()
+    worker = NLUWorker(engine, cache_size=2)
+
+    async def main() -> list[str]:
+        return [(await worker.parse(t)).intent.name for t in ["a", "a", "b", "c", "a"]]
+
+    try:
+        assert asyncio.run(main()) == ["A", "A", "B", "C", "A"]
+    finally:
+        worker.close()
+    # "a" the second time came from the cache; by the fifth call b and c had pushed it out.
+    assert engine.batches == [["a"], ["b"], ["c"], ["a"]]
+    assert (worker.hits, worker.misses) == (1, 4)
