@@ -150,10 +150,21 @@ class WebSession:
             else:
                 raise ApiError(400, "bad_frame", f"unknown frame type {kind!r}: expected message or ping")
         except ApiError as error:
-            body: dict[str, Any] = {"type": "error", **error.to_dict(), "status": error.status}
-            if client_message_id:
-                body["client_message_id"] = client_message_id
-            await self.send(body)
+            await self._send_error(error, client_message_id)
+        except (WebSocketDisconnect, asyncio.CancelledError):
+            raise
+        except Exception:  # Redis down, a bug: the page retries with the same id, nothing is stored twice
+            log.exception("could not handle a frame of visitor %s", self.visitor_id)
+            unavailable = ApiError(
+                503, "unavailable", "the service could not take the message; try again shortly"
+            )
+            await self._send_error(unavailable, client_message_id)
+
+    async def _send_error(self, error: ApiError, client_message_id: str | None) -> None:
+        body: dict[str, Any] = {"type": "error", **error.to_dict(), "status": error.status}
+        if client_message_id:
+            body["client_message_id"] = client_message_id
+        await self.send(body)
 
     async def on_message(self, message: InboundMessage) -> None:
         """Store the customer's message, acknowledge it, and let the bot answer."""

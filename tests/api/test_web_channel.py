@@ -216,3 +216,12 @@ def test_the_conversation_continues_after_the_service_restarts(baton_service):
         assert turns_in(after, "bot")[0]["text"].startswith("Order LM2024051234: ")
     finally:
         visitor.close()
+
+
+def test_visitor_tokens_stay_out_of_the_service_log(visitor, baton_service):
+    visitor.connect()
+    visitor.say("hello")
+    log = baton_service.log_path.read_text(encoding="utf-8", errors="replace")
+    assert "/ws/web?token=***" in log  # the connection is logged, its credential is not
+    assert visitor.token not in log
+    assert visitor.token.rsplit(".", 1)[1] not in log

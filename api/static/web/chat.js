@@ -48,7 +48,6 @@ const STRINGS = {
     sender_agent: 'Agent',
     sender_system: 'System',
     sending: 'Sending…',
-    delivered: 'Delivered',
     notSent: 'Not sent',
     retry: 'Retry',
     state_queued: 'Connecting you to a person…',
@@ -84,7 +83,6 @@ const STRINGS = {
     sender_agent: '人工客服',
     sender_system: '系统',
     sending: '发送中…',
-    delivered: '已送达',
     notSent: '未发送',
     retry: '重试',
     state_queued: '正在为您转接人工客服…',
@@ -390,32 +388,38 @@ function keepAtEnd(change, force = false) {
 
 // -- the customer's messages -----------------------------------------------------------------
 
-function setDeliveryState(entry, state, errorKey, errorArgs) {
-  const { el } = entry;
+/** Show whether a message of the customer is being sent, delivered, or failed (with why). */
+function setDeliveryState(el, state, error) {
   el.dataset.state = state;
   el.querySelector('.message__status')?.remove();
   const status = h('div', { class: 'message__status' });
-  const label = h('span', { class: state === 'delivered' ? 'visually-hidden' : '' });
-  setLocalized(label, { sending: 'sending', delivered: 'delivered', failed: 'notSent' }[state]);
-  if (state === 'delivered') status.append(h('span', { 'aria-hidden': 'true' }, '✓'));
-  status.append(label);
-  if (state === 'failed') {
-    const error = h('span', { class: 'message__error' });
-    setLocalized(error, errorKey, errorArgs);
-    status.append(' ', error);
+  if (state === 'delivered') {
+    status.append('✓');
+  } else {
+    const label = h('span');
+    setLocalized(label, state === 'sending' ? 'sending' : 'notSent');
+    status.append(label);
+  }
+  // Only a failure is announced: "sending" and "delivered" on every message would drown the conversation.
+  if (state !== 'failed') status.setAttribute('aria-hidden', 'true');
+  if (error) {
+    const reason = h('span', { class: 'message__error' });
+    setLocalized(reason, error.key, error.args);
+    status.append(' ', reason);
   }
   el.append(status);
   return status;
 }
 
-function sendMessage(text, shown = text) {
+// A typed payload reads like the button it stands for, as it will when the server replays it.
+function sendMessage(text, shown = chat.titles.get(text) ?? text) {
   const id = newId();
   const el = messageElement('customer', shown, new Date());
   el.classList.add('is-local');
   el.dataset.clientMessageId = id;
   const entry = { el, text };
   chat.own.set(id, entry);
-  setDeliveryState(entry, 'sending');
+  setDeliveryState(el, 'sending');
   keepAtEnd(() => {
     chat.section.append(el);
     updateWelcome();
@@ -434,7 +438,7 @@ function transmit(id) {
 function markDelivered(id) {
   const entry = chat.own.get(id);
   chat.outbox.delete(id);
-  if (entry && entry.el.dataset.state !== 'delivered') setDeliveryState(entry, 'delivered');
+  if (entry && entry.el.dataset.state !== 'delivered') setDeliveryState(entry.el, 'delivered');
 }
 
 function markFailed(id, frame) {
@@ -442,14 +446,13 @@ function markFailed(id, frame) {
   chat.outbox.delete(id);
   // It stays where it was sent instead of following later turns down as a pending message would.
   entry.el.classList.remove('is-local');
-  const { key, args } = errorMessage(frame);
-  const status = setDeliveryState(entry, 'failed', key, args);
+  const status = setDeliveryState(entry.el, 'failed', errorMessage(frame));
   if (!RETRYABLE.has(frame.code)) return;
   const retry = h('button', { type: 'button', class: 'message__retry' });
   setLocalized(retry, 'retry');
   retry.addEventListener('click', () => {
     // Same client_message_id: if the first attempt was stored after all, the server dedupes it.
-    setDeliveryState(entry, 'sending');
+    setDeliveryState(entry.el, 'sending');
     entry.el.classList.add('is-local');
     keepAtEnd(() => chat.section.append(entry.el), true);
     chat.outbox.add(id);
@@ -623,8 +626,9 @@ function onFrame(data) {
   } catch {
     return; // not a frame of this protocol
   }
-  const handler = HANDLERS[frame?.type];
-  if (handler) keepAtEnd(() => handler(frame));
+  if (typeof frame?.type === 'string' && Object.hasOwn(HANDLERS, frame.type)) {
+    keepAtEnd(() => HANDLERS[frame.type](frame));
+  }
 }
 
 // -- connection ------------------------------------------------------------------------------
