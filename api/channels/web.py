@@ -12,6 +12,7 @@ WebSocket"); in short, the page sends ``message`` and ``ping`` frames, and recei
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -26,6 +27,7 @@ from api.auth import TokenError, make_token, verify_token
 from api.channels.base import Delivery, InboundMessage, public_turn
 from api.channels.follower import ConversationFollower, Item, StateChange
 from api.errors import ApiError
+from api.pipeline import Accepted
 from api.service import Service
 from conversations.model import Turn
 
@@ -102,6 +104,8 @@ class WebSession:
         self.visitor_id = visitor_id
         self.follower: ConversationFollower | None = None
         self._send_lock = asyncio.Lock()
+        self._answers: set[asyncio.Task[None]] = set()  # bot answers still being worked out
+        self._thinking = 0
 
     async def run(self, known_conversation: str, after: int) -> None:
         """Say hello, replay what the page missed, then serve frames until the page goes away."""
@@ -167,10 +171,14 @@ class WebSession:
         await self.send(body)
 
     async def on_message(self, message: InboundMessage) -> None:
-        """Store the customer's message, acknowledge it, and let the bot answer."""
+        """Store the customer's message and acknowledge it, then let the bot answer in the background.
+
+        The answer runs in a task of its own so that the next message is stored and
+        acknowledged at once even while the bot is still thinking about this one; the
+        pipeline answers one conversation's messages in order.
+        """
         assert self.follower is not None
-        pipeline = self.service.pipeline
-        accepted = await pipeline.accept(message)
+        accepted = await self.service.pipeline.accept(message)
         await self.send(
             {
                 "type": "ack",
@@ -183,14 +191,30 @@ class WebSession:
         if accepted.conversation.id != self.follower.conversation_id:
             await self.follower.follow(accepted.conversation.id)  # a new conversation began
         await self.follower.offer(accepted.turn)
-        if not accepted.bot_answers:
-            return
-        await self.send({"type": "typing", "on": True})
+        if accepted.bot_answers:
+            task = asyncio.create_task(self._answer(accepted))
+            self._answers.add(task)
+            task.add_done_callback(self._answers.discard)
+
+    async def _answer(self, accepted: Accepted) -> None:
+        """The bot's turn for one message, with the typing indicator on while any answer is pending.
+
+        It finishes even if the page has gone: the reply is stored, and the page gets it on reconnect.
+        """
+        assert self.follower is not None
+        self._thinking += 1
         try:
-            for turn in await pipeline.reply(accepted):
+            if self._thinking == 1:
+                await self.send({"type": "typing", "on": True})
+            for turn in await self.service.pipeline.reply(accepted):
                 await self.follower.offer(turn)
+        except Exception:  # a closed socket, Redis gone: the customer's message is stored either way
+            log.warning("no answer delivered for turn %s", accepted.turn.id, exc_info=True)
         finally:
-            await self.send({"type": "typing", "on": False})
+            self._thinking -= 1
+            if self._thinking == 0:
+                with contextlib.suppress(Exception):
+                    await self.send({"type": "typing", "on": False})
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Send one JSON frame (frames from the follower and the handler never interleave)."""

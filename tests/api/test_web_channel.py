@@ -225,3 +225,22 @@ def test_visitor_tokens_stay_out_of_the_service_log(visitor, baton_service):
     assert "/ws/web?token=***" in log  # the connection is logged, its credential is not
     assert visitor.token not in log
     assert visitor.token.rsplit(".", 1)[1] not in log
+
+
+def test_messages_sent_back_to_back_are_all_acknowledged_and_answered_in_order(visitor):
+    visitor.connect()
+    texts = ["how much is shipping", "退款多久到账", "hi there"]
+    for i, text in enumerate(texts):
+        visitor.send_raw(json.dumps({"type": "message", "text": text, "client_message_id": f"quick-{i}"}))
+    frames = []
+    while len(turns_in(frames, "bot")) < 3:
+        frames.append(visitor.frame())
+    acks = [f["client_message_id"] for f in frames if f["type"] == "ack"]
+    assert acks == ["quick-0", "quick-1", "quick-2"]
+    assert [t["text"] for t in turns_in(frames, "bot")] == [
+        "Shipping is free over 99 yuan.",
+        "退款 1-3 天到账。",
+        "Hello!",
+    ]
+    seqs = [t["seq"] for t in turns_in(frames)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 6  # every turn once, in order
