@@ -12,6 +12,10 @@ from knowledge_index.index import VectorIndex
 from knowledge_index.model import KnowledgeBase
 from knowledge_index.versions import VersionStore
 
+# Bumped when what training produces changes, so older versions are retrained, not half-used.
+# 2: the NLU model carries its lexical shortcut.
+MODEL_FORMAT = 2
+
 
 @dataclass
 class TrainedBot:
@@ -43,7 +47,15 @@ def train_bot(
         nlu.save(folder / "nlu")
         index.save(folder / "index")
         (folder / "version.json").write_text(
-            json.dumps({"kb": str(kb.root), "kb_fingerprint": kb.fingerprint, "encoder": spec}, indent=2),
+            json.dumps(
+                {
+                    "kb": str(kb.root),
+                    "kb_fingerprint": kb.fingerprint,
+                    "encoder": spec,
+                    "format": MODEL_FORMAT,
+                },
+                indent=2,
+            ),
             encoding="utf-8",
         )
 
@@ -52,12 +64,13 @@ def train_bot(
 
 
 def load_bot(kb: KnowledgeBase, model_dir: Path) -> TrainedBot | None:
-    """The current trained version for ``kb``, or None if there is none or it was trained on other content."""
+    """The current trained version for ``kb``, or None if there is none, it was trained on other
+    content, or by an older Baton (`MODEL_FORMAT`)."""
     path = VersionStore(model_root(model_dir, kb)).current()
     if path is None:
         return None
     info = json.loads((path / "version.json").read_text(encoding="utf-8"))
-    if info.get("kb_fingerprint") != kb.fingerprint:
+    if info.get("kb_fingerprint") != kb.fingerprint or info.get("format") != MODEL_FORMAT:
         return None
     nlu = BatonNLU.load(path / "nlu")
     index = VectorIndex.load(path / "index", nlu.classifier.featurizer.encoder)

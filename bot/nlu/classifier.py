@@ -119,7 +119,7 @@ class IntentClassifier:
         rows = np.arange(len(labels))
         fit_rows, held_rows = train_test_split(rows, test_size=0.2, stratify=labels, random_state=seed)
         svm = LinearSVC(C=1.0, random_state=seed).fit(features[fit_rows], labels[fit_rows])
-        scores = _decision(svm, features[held_rows])
+        scores = decision_scores(svm, features[held_rows])
         index = {c: i for i, c in enumerate(svm.classes_)}
         truth = np.array([index[label] for label in labels[held_rows]])
         temperature = fit_temperature(scores, truth)
@@ -139,11 +139,14 @@ class IntentClassifier:
 
     def predict_proba(self, texts: Sequence[str], dense: np.ndarray | None = None) -> np.ndarray:
         """Calibrated confidences, one row per text, columns in :attr:`classes` order."""
-        scores = _decision(self.svm, self.featurizer.transform(texts, dense))
-        return softmax(scores, self.calibration.temperature)
+        return self.probabilities(self.featurizer.transform(texts, dense))
+
+    def probabilities(self, features) -> np.ndarray:
+        """Calibrated confidences for a feature matrix made by :attr:`featurizer`."""
+        return softmax(decision_scores(self.svm, features), self.calibration.temperature)
 
 
-def _decision(svm: LinearSVC, features) -> np.ndarray:
+def decision_scores(svm: LinearSVC, features) -> np.ndarray:
     """One score column per class. decision_function's arithmetic without its per-call input
     validation, which was a third of a parse's time."""
     scores = np.asarray(features @ svm.coef_.T) + svm.intercept_

@@ -14,6 +14,7 @@ import numpy as np
 from bot.nlu.classifier import IntentClassifier
 from bot.nlu.entities import EntityExtractor
 from bot.nlu.language import detect_language
+from bot.nlu.shortcut import LexicalShortcut
 from bot.nlu.types import IntentScore, ParseResult
 from knowledge_index.encoders import Encoder, get_encoder
 from knowledge_index.errors import IndexMismatchError
@@ -49,11 +50,18 @@ def limit_blas_threads() -> None:
 class BatonNLU:
     """Implements :class:`bot.nlu.types.NLUEngine`. Create with :meth:`train` or :meth:`load`."""
 
-    def __init__(self, classifier: IntentClassifier, extractor: EntityExtractor, meta: dict) -> None:
+    def __init__(
+        self,
+        classifier: IntentClassifier,
+        extractor: EntityExtractor,
+        meta: dict,
+        shortcut: LexicalShortcut | None = None,
+    ) -> None:
         limit_blas_threads()
         self.classifier = classifier
         self.extractor = extractor
         self.meta = meta
+        self.shortcut = shortcut
 
     @property
     def threshold(self) -> float:
@@ -77,6 +85,9 @@ class BatonNLU:
         texts = [e.text for e in nlu.examples]
         labels = [e.intent for e in nlu.examples]
         classifier = IntentClassifier.train(texts, labels, encoder, threshold=threshold, dense=dense)
+        shortcut = None
+        if encoder is not None:  # without an encoder the full model is as cheap as the shortcut
+            shortcut = LexicalShortcut.train(classifier.featurizer.sparse_blocks(texts), labels)
         extractor = EntityExtractor(nlu)
         meta = {
             "encoder_id": encoder.id if encoder else None,
@@ -85,10 +96,13 @@ class BatonNLU:
             "intents": classifier.classes,
             "examples": len(texts),
             "calibration": asdict(classifier.calibration),
+            "shortcut": None
+            if shortcut is None
+            else {"min_confidence": shortcut.min_confidence, "min_overlap": shortcut.min_overlap},
             "train_seconds": round(time.perf_counter() - started, 3),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        return cls(classifier, extractor, meta)
+        return cls(classifier, extractor, meta, shortcut)
 
     def warm_up(self) -> None:
         """Load the encoder and spaCy and run one parse, so the first customer waits for nothing."""
@@ -100,15 +114,28 @@ class BatonNLU:
         return self.parse_batch([text])[0]
 
     def parse_batch(self, texts: Sequence[str]) -> list[ParseResult]:
-        """Understand several messages at once (one encoder call)."""
+        """Understand several messages at once (one encoder call for those the shortcut cannot answer)."""
         if not texts:
             return []
-        dense = self.classifier.featurizer.embed(texts)
-        probs = self.classifier.predict_proba(texts, dense)
-        similarity = self.classifier.similarity(dense)
-        if similarity is None:
-            similarity = [None] * len(texts)
-        return [self._result(*row) for row in zip(texts, probs, similarity, strict=True)]
+        blocks = self.classifier.featurizer.sparse_blocks(texts)
+        results: list[ParseResult | None] = [None] * len(texts)
+        full = np.arange(len(texts))
+        if self.shortcut is not None:
+            probs, usable = self.shortcut.predict(blocks)
+            for i in np.flatnonzero(usable):
+                results[i] = self._result(texts[i], probs[i], None)
+            full = np.flatnonzero(~usable)
+        if len(full):
+            rest = [texts[i] for i in full]
+            dense = self.classifier.featurizer.embed(rest)
+            features = self.classifier.featurizer.combine([b[full] for b in blocks], dense, rest)
+            probs = self.classifier.probabilities(features)
+            similarity = self.classifier.similarity(dense)
+            for row, i in enumerate(full):
+                results[i] = self._result(
+                    texts[i], probs[row], None if similarity is None else similarity[row]
+                )
+        return results  # type: ignore[return-value]  # every row is filled above
 
     def _result(self, text: str, probs: np.ndarray, similarity: float | None) -> ParseResult:
         order = np.argsort(-probs)[:_RANKING_SIZE]
@@ -125,7 +152,8 @@ class BatonNLU:
     def save(self, folder: Path) -> None:
         """Write the model into ``folder`` (created if needed)."""
         folder.mkdir(parents=True, exist_ok=True)
-        joblib.dump({"classifier": self.classifier, "extractor": self.extractor}, folder / "nlu.joblib")
+        parts = {"classifier": self.classifier, "extractor": self.extractor, "shortcut": self.shortcut}
+        joblib.dump(parts, folder / "nlu.joblib")
         (folder / "nlu.json").write_text(
             json.dumps(self.meta, indent=2, ensure_ascii=False), encoding="utf-8"
         )
@@ -151,7 +179,7 @@ class BatonNLU:
         parts = joblib.load(folder / "nlu.joblib")
         classifier: IntentClassifier = parts["classifier"]
         classifier.featurizer.encoder = encoder
-        return cls(classifier, parts["extractor"], meta)
+        return cls(classifier, parts["extractor"], meta, parts.get("shortcut"))
 
 
 def encoder_for_id(encoder_id: str) -> Encoder:

@@ -73,14 +73,23 @@ class TextFeaturizer:
 
     def transform(self, texts: Sequence[str], dense: np.ndarray | None = None) -> sparse.csr_matrix:
         """Features of ``texts`` with the fitted vocabularies (equal to sklearn's ``transform``)."""
+        return self.combine(self.sparse_blocks(texts), dense, texts)
+
+    def sparse_blocks(self, texts: Sequence[str]) -> list[sparse.csr_matrix]:
+        """The character and word TF-IDF blocks of ``texts`` (cheap: no encoder)."""
         norm = [normalise_text(t) for t in texts]
         if not hasattr(self, "_analyzers"):
             self._analyzers = (self.chars.build_analyzer(), self.words.build_analyzer())
-        blocks = [
+        return [
             _tfidf(self.chars, self._analyzers[0], norm),
             _tfidf(self.words, self._analyzers[1], norm) * self.word_weight,
         ]
-        return self._stack(blocks, texts, dense)
+
+    def combine(
+        self, blocks: list[sparse.csr_matrix], dense: np.ndarray | None, texts: Sequence[str]
+    ) -> sparse.csr_matrix:
+        """The whole feature matrix from `sparse_blocks` and the embeddings (computed if None)."""
+        return self._stack(list(blocks), texts, dense)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray | None:
         """The dense block for ``texts`` (None without an encoder)."""

@@ -17,9 +17,9 @@ def tiny_index(tiny_kb, tiny_nlu):
     return VectorIndex.build(tiny_kb, tiny_nlu.classifier.featurizer.encoder)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lumo():
-    """The default knowledge base (nlu_data) with its NLU and index, trained once per module (~20 s)."""
+    """The default knowledge base (nlu_data) with its NLU and index, trained once per session (~20 s)."""
     from bot.nlu.engine import BatonNLU
     from knowledge_index.index import VectorIndex
     from knowledge_index.loader import load_kb
