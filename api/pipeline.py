@@ -154,6 +154,7 @@ class TurnPipeline:
                 nlu=_decision(action),
                 timings={"reply_ms": round((time.perf_counter() - started) * 1000, 2)},
                 buttons=action.buttons,
+                reply_to=message.seq,
             )
         except BotSilenced:  # a person took the conversation while the bot was thinking
             return []

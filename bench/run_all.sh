@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # Reproduce the figures of bench/RESULTS.md (about 15 minutes on 2 cores; --core: the headline
 # figures only, about 5 minutes, without the encoder comparison).
-# Usage: bash bench/run_all.sh [--core]   (after `make install`; run on an otherwise idle machine)
+# Usage: bash bench/run_all.sh [--core | --web]   (after `make install`; run on an otherwise idle machine)
+# --web: only the web chat load benchmark (about 2 minutes), added to bench/out/measurements.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 BATON=.venv/bin/baton
 M="$PY bench/measure.py"
 DATA=bench/data
+
+# The web chat load benchmark: 200 sessions, a message every 2 s each, for 60 s, against a
+# `baton serve` that bench/web_load.py starts (private Redis) and stops; see its --help.
+web_load() {
+    $M web-load -- $PY bench/web_load.py --start --sessions 200 --interval 2 --duration 60 --json
+}
+if [ "${1:-}" = "--web" ]; then
+    web_load
+    exit 0
+fi
+
 rm -f bench/out/measurements.jsonl
 
 $PY bench/banking77_to_rasa.py ../shared/datasets/banking77 bench/out/banking77

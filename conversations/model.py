@@ -161,6 +161,7 @@ class Turn:
     created_at: datetime = field(default_factory=utcnow)
     timings: dict[str, float] = field(default_factory=dict)  # e.g. {"nlu_ms": 7.1}
     buttons: list[dict[str, str]] = field(default_factory=list)  # quick replies: {"title", "payload"}
+    reply_to: int | None = None  # a bot turn: the seq of the customer turn it answers
 
     def __post_init__(self) -> None:
         _check_channel(self.channel)
@@ -182,6 +183,7 @@ class Turn:
             "created_at": format_time(self.created_at),
             "timings": dict(self.timings),
             "buttons": [dict(b) for b in self.buttons],
+            "reply_to": self.reply_to,
         }
 
     @classmethod
@@ -200,6 +202,7 @@ class Turn:
             created_at=parse_time(data["created_at"]),
             timings=dict(data.get("timings") or {}),
             buttons=[dict(b) for b in data.get("buttons") or ()],
+            reply_to=data.get("reply_to"),
         )
 
 

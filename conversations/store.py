@@ -355,8 +355,12 @@ class ConversationStore(RedisClientHolder):
         nlu: dict[str, Any] | None = None,
         timings: dict[str, float] | None = None,
         buttons: Sequence[dict[str, str]] = (),
+        reply_to: int | None = None,
     ) -> Turn:
         """Store the bot's reply, only if the conversation is in state ``bot`` at write time.
+
+        ``reply_to`` is the seq of the customer turn it answers: when a customer sends again
+        before the answer is out, turns interleave, and this says which answer is whose.
 
         Send the reply only after this returns: a handoff decided on another replica while
         the bot was thinking makes this raise instead. ``channel`` and ``language`` default
@@ -368,7 +372,7 @@ class ConversationStore(RedisClientHolder):
         """
         channel, language = await self._defaults(conversation_id, channel, language)
         turn, _stored = await self._append(
-            "bot", conversation_id, "bot", text, channel, language, None, nlu, timings, buttons
+            "bot", conversation_id, "bot", text, channel, language, None, nlu, timings, buttons, reply_to
         )
         return turn
 
@@ -499,6 +503,7 @@ class ConversationStore(RedisClientHolder):
         nlu: dict[str, Any] | None,
         timings: dict[str, float] | None,
         buttons: Sequence[dict[str, str]] = (),
+        reply_to: int | None = None,
     ) -> tuple[Turn, bool]:
         moment = utcnow()
         draft = Turn(
@@ -514,6 +519,7 @@ class ConversationStore(RedisClientHolder):
             created_at=moment,
             timings=dict(timings or {}),
             buttons=[dict(b) for b in buttons],
+            reply_to=reply_to,
         )
         fields = draft.to_dict()
         del fields["seq"]

@@ -51,6 +51,7 @@ def public_turn(turn: Turn) -> dict[str, Any]:
         "created_at": turn.to_dict()["created_at"],
         "buttons": [dict(b) for b in turn.buttons],
         "client_message_id": turn.client_message_id,
+        "reply_to": turn.reply_to,
     }
 
 

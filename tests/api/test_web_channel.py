@@ -244,3 +244,6 @@ def test_messages_sent_back_to_back_are_all_acknowledged_and_answered_in_order(v
     ]
     seqs = [t["seq"] for t in turns_in(frames)]
     assert seqs == sorted(seqs) and len(set(seqs)) == 6  # every turn once, in order
+    asked = {t["seq"]: t["client_message_id"] for t in turns_in(frames, "customer")}
+    answered = [asked[t["reply_to"]] for t in turns_in(frames, "bot")]
+    assert answered == ["quick-0", "quick-1", "quick-2"]  # each answer says which message it answers

@@ -487,13 +487,16 @@ def test_open_and_latest_conversation_follow_resolution(redis_url):
     run(redis_url, body)
 
 
-def test_bot_turns_keep_their_buttons(redis_url):
+def test_bot_turns_keep_their_buttons_and_the_message_they_answer(redis_url):
     async def body(store: ConversationStore) -> None:
         conversation = await new_conversation(store)
         buttons = [{"title": "退款多久到账", "payload": "/faq/refund_time"}]
-        turn = await store.append_bot_turn(conversation.id, "您是想问？", buttons=buttons)
-        assert turn.buttons == buttons
-        assert (await store.turns(conversation.id))[0].buttons == buttons
+        asked, _ = await store.append_customer_turn(conversation.id, "退款", "web", "zh", "m1")
+        turn = await store.append_bot_turn(conversation.id, "您是想问？", buttons=buttons, reply_to=asked.seq)
+        assert (turn.buttons, turn.reply_to) == (buttons, 1)
+        stored = (await store.turns(conversation.id))[1]
+        assert (stored.buttons, stored.reply_to) == (buttons, 1)
+        assert asked.reply_to is None
 
     run(redis_url, body)
 
