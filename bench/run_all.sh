@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the figures of bench/RESULTS.md (about 15 minutes on 2 cores; --core: the headline
+# Reproduce the figures of bench/RESULTS.md (about 17 minutes on 2 cores; --core: the headline
 # figures only, about 5 minutes, without the encoder comparison).
 # Usage: bash bench/run_all.sh [--core | --web]   (after `make install`; run on an otherwise idle machine)
 # --web: only the web chat load benchmark (about 2 minutes), added to bench/out/measurements.jsonl.
@@ -52,4 +52,7 @@ done
 
 # Training the default knowledge base end to end (NLU model + index).
 $M train-nlu_data -- $BATON train --kb nlu_data --model-dir bench/out/models
+
+# The conversation service under load (uses the model of var/models, trained on first start).
+web_load
 echo "all measurements: bench/out/measurements.jsonl"

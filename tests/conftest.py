@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -77,7 +78,7 @@ class ServiceProcess:
     APP_KEY = "test-app-key"
     APP_SECRET = "test-app-secret-0123456789abcdef"
 
-    def __init__(self, kb: Path, workdir: Path, redis_url: str) -> None:
+    def __init__(self, kb: Path, workdir: Path, redis_url: str | None) -> None:
         from conversations.redis_server import free_port
 
         self.kb = kb
@@ -93,11 +94,13 @@ class ServiceProcess:
         """Start the service and wait until /healthz answers 200."""
         env = {
             **os.environ,
-            "REDIS_URL": self.redis_url,
             "BATON_DATA_DIR": str(self.workdir / "var"),
             "BATON_APP_KEY": self.APP_KEY,
             "BATON_APP_SECRET": self.APP_SECRET,
         }
+        env.pop("REDIS_URL", None)
+        if self.redis_url:  # else baton serve starts a private Redis of its own
+            env["REDIS_URL"] = self.redis_url
         command = [sys.executable, "-m", "api.cli", "serve", "--kb", str(self.kb)]
         command += ["--model-dir", str(self.workdir / "models"), "--port", str(self.port)]
         with self.log_path.open("ab") as log:
@@ -115,11 +118,11 @@ class ServiceProcess:
         self.stop()
         raise RuntimeError(f"baton serve was not healthy after {timeout:.0f} s:\n{self.log_tail()}")
 
-    def stop(self) -> None:
-        """Stop the service (SIGTERM, then SIGKILL after 15 s)."""
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the service (``sig``, then SIGKILL after 15 s)."""
         if self.process is None:
             return
-        self.process.terminate()
+        self.process.send_signal(sig)
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
