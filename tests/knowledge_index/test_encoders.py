@@ -58,3 +58,15 @@ def test_sentence_transformers_backend_takes_a_path():
 def test_unknown_encoder_is_refused():
     with pytest.raises(ValueError, match="unknown encoder 'bert-huge'"):
         get_encoder("bert-huge")
+
+
+def test_encoding_from_several_threads_gives_the_same_vectors(encoder):
+    # The service encodes from its NLU thread and its event loop at once.
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = ENGLISH + CHINESE
+    expected = [encoder.encode([t])[0] for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda t: encoder.encode([t])[0], texts * 5))
+    for i, vector in enumerate(results):
+        np.testing.assert_allclose(vector, expected[i % len(texts)], atol=1e-4)
