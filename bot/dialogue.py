@@ -461,19 +461,21 @@ class DialoguePolicy:
             return (plain or examples)[0].text
         return intent.rsplit("/", 1)[-1].replace("_", " ").capitalize()
 
-    async def find_article(self, text: str, language: str) -> Hit | None:
+    async def find_article(self, text: str, language: str, embedding: np.ndarray | None = None) -> Hit | None:
         """The article passage that closely matches ``text`` in ``language``, or None.
 
-        The encoding runs through :attr:`offload` when one is set (the service's NLU thread),
-        so an event loop is not blocked by the model.
+        ``embedding`` is the message's query embedding if the NLU already made one (it does for
+        every message it is unsure of). Otherwise the message is encoded, through
+        :attr:`offload` when one is set (the service's NLU thread), so no event loop blocks on it.
         """
         if self.index is None or self.encoder is None or self.article_floor is None:
             return None
-        if self.offload is not None:
-            vectors = await self.offload(self.encoder.encode, [text], "query")
-        else:
-            vectors = self.encoder.encode([text], kind="query")
-        return pick_article(self.index.search(vectors[0], k=1), self.article_floor, language)
+        if embedding is None:
+            if self.offload is not None:
+                embedding = (await self.offload(self.encoder.encode, [text], "query"))[0]
+            else:
+                embedding = self.encoder.encode([text], kind="query")[0]
+        return pick_article(self.index.search(embedding, k=1), self.article_floor, language)
 
     # -- the parts of a turn ------------------------------------------------------------------
 
@@ -636,7 +638,7 @@ class DialoguePolicy:
             and self.threshold is not None
             and top.confidence >= self.threshold
         )
-        article = await self.find_article(parse.text, turn.language)
+        article = await self.find_article(parse.text, turn.language, parse.embedding)
         if article is not None:
             variation = self._response("utter_article", turn.language)
             values = {"title": article.entry.title or "", "passage": article.entry.text}

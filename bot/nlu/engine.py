@@ -133,11 +133,16 @@ class BatonNLU:
             similarity = self.classifier.similarity(dense)
             for row, i in enumerate(full):
                 results[i] = self._result(
-                    texts[i], probs[row], None if similarity is None else similarity[row]
+                    texts[i],
+                    probs[row],
+                    None if similarity is None else similarity[row],
+                    None if dense is None else dense[row],
                 )
         return results  # type: ignore[return-value]  # every row is filled above
 
-    def _result(self, text: str, probs: np.ndarray, similarity: float | None) -> ParseResult:
+    def _result(
+        self, text: str, probs: np.ndarray, similarity: float | None, embedding: np.ndarray | None = None
+    ) -> ParseResult:
         order = np.argsort(-probs)[:_RANKING_SIZE]
         ranking = tuple(IntentScore(self.classifier.classes[i], float(probs[i])) for i in order)
         top = ranking[0]
@@ -147,7 +152,7 @@ class BatonNLU:
         intent = top if confident else IntentScore(FALLBACK, self.threshold)
         guess = detect_language(text)
         entities = tuple(self.extractor.extract(text))
-        return ParseResult(text, guess.language, intent, ranking, entities, guess.mixed)
+        return ParseResult(text, guess.language, intent, ranking, entities, guess.mixed, embedding)
 
     def save(self, folder: Path) -> None:
         """Write the model into ``folder`` (created if needed)."""

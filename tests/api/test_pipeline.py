@@ -73,7 +73,7 @@ def test_quick_messages_of_one_conversation_are_answered_in_order(redis_url, tin
     run_with_pipeline(redis_url, tiny_kb, tiny_nlu, body)
 
 
-def test_article_search_encodes_on_the_nlu_thread(redis_url, tiny_kb, tiny_nlu):
+def test_article_search_reuses_the_nlu_embedding_and_never_encodes_on_the_loop(redis_url, tiny_kb, tiny_nlu):
     import threading
 
     from knowledge_index.index import VectorIndex
@@ -104,4 +104,4 @@ def test_article_search_encodes_on_the_nlu_thread(redis_url, tiny_kb, tiny_nlu):
 
     [reply] = asyncio.run(main())
     assert reply.text and "音箱" in reply.text  # answered from the speaker article
-    assert threads and all(name.startswith("baton-nlu") for name in threads)
+    assert threads == []  # the NLU's embedding of the message was enough: no second encode
