@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Protocol
 
 from bot.nlu.types import ParseResult
 
@@ -60,10 +60,6 @@ class NLUWorker:
         if not self._busy:
             self._start_batch()
         return await future
-
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on the NLU thread, after the batch in hand (for other calls into the same model)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
         """Stop the thread once the batch in hand is done."""

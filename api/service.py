@@ -55,9 +55,9 @@ class Service:
         limiter = RateLimiter(
             redis, settings.redis_prefix, settings.rate_limit_messages, settings.rate_limit_seconds
         )
-        policy = DialoguePolicy.for_bot(bot, orders)
-        policy.offload = nlu.run  # article search encodes on the NLU thread, not the event loop
-        pipeline = TurnPipeline(store, policy, nlu, limiter, settings.max_message_chars)
+        pipeline = TurnPipeline(
+            store, DialoguePolicy.for_bot(bot, orders), nlu, limiter, settings.max_message_chars
+        )
         hub = EventHub(redis, store.keys.events_pattern)
         await hub.start()
         if settings.secret_key is not None:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -337,8 +337,6 @@ class DialoguePolicy:
         self.encoder = encoder
         self.threshold = threshold
         self.article_floor = article_floor
-        # Runs a blocking call elsewhere (fn, *args) -> awaitable result; None: run it in place.
-        self.offload: Callable[..., Awaitable[Any]] | None = None
         self.intents = frozenset(kb.nlu.intents) | {HANDOFF}
         # Entities worth remembering: those some response shows, plus what a lookup needs.
         shown = {
@@ -422,7 +420,7 @@ class DialoguePolicy:
             action = await self._take_up(intent, turn)
             if action is not None:
                 return action
-        return await self._not_understood(turn)
+        return self._not_understood(turn)
 
     def did_you_mean(self, parse: ParseResult, previous: DialogueContext) -> tuple[str, str] | None:
         """The two intents to offer for a message the NLU was unsure of, or None if they are not close.
@@ -461,21 +459,12 @@ class DialoguePolicy:
             return (plain or examples)[0].text
         return intent.rsplit("/", 1)[-1].replace("_", " ").capitalize()
 
-    async def find_article(self, text: str, language: str, embedding: np.ndarray | None = None) -> Hit | None:
-        """The article passage that closely matches ``text`` in ``language``, or None.
-
-        ``embedding`` is the message's query embedding if the NLU already made one (it does for
-        every message it is unsure of). Otherwise the message is encoded, through
-        :attr:`offload` when one is set (the service's NLU thread), so no event loop blocks on it.
-        """
+    def find_article(self, text: str, language: str) -> Hit | None:
+        """The article passage that closely matches ``text`` in ``language``, or None."""
         if self.index is None or self.encoder is None or self.article_floor is None:
             return None
-        if embedding is None:
-            if self.offload is not None:
-                embedding = (await self.offload(self.encoder.encode, [text], "query"))[0]
-            else:
-                embedding = self.encoder.encode([text], kind="query")[0]
-        return pick_article(self.index.search(embedding, k=1), self.article_floor, language)
+        vector = self.encoder.encode([text], kind="query")[0]
+        return pick_article(self.index.search(vector, k=1), self.article_floor, language)
 
     # -- the parts of a turn ------------------------------------------------------------------
 
@@ -626,7 +615,7 @@ class DialoguePolicy:
             {"status": order.status_in(language), "time": order.updated_at.strftime("%Y-%m-%d %H:%M")},
         )
 
-    async def _not_understood(self, turn: _Turn) -> BotAction:
+    def _not_understood(self, turn: _Turn) -> BotAction:
         """Article, "did you mean", or a polite fallback with the way to a person."""
         parse = turn.parse
         top = parse.ranking[0] if parse.ranking else None
@@ -638,7 +627,7 @@ class DialoguePolicy:
             and self.threshold is not None
             and top.confidence >= self.threshold
         )
-        article = await self.find_article(parse.text, turn.language, parse.embedding)
+        article = self.find_article(parse.text, turn.language)
         if article is not None:
             variation = self._response("utter_article", turn.language)
             values = {"title": article.entry.title or "", "passage": article.entry.text}

@@ -87,7 +87,6 @@ class E5Encoder:
         self.batch_size = batch_size
         self._model = None
         self._lock = threading.Lock()
-        self._encode_lock = threading.Lock()
 
     def warm_up(self) -> None:
         """Load the engine and weights."""
@@ -105,13 +104,10 @@ class E5Encoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         is_query = kind == "query"
-        # One call at a time: the C engine's thread safety is unknown, and the service encodes
-        # from its NLU thread and (for article answers) its event loop.
-        with self._encode_lock:
-            parts = [
-                np.atleast_2d(self._model.encode(texts[i : i + self.batch_size], is_query))
-                for i in range(0, len(texts), self.batch_size)
-            ]
+        parts = [
+            np.atleast_2d(self._model.encode(texts[i : i + self.batch_size], is_query))
+            for i in range(0, len(texts), self.batch_size)
+        ]
         return _normalise(np.vstack(parts))
 
 

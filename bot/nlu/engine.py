@@ -133,16 +133,11 @@ class BatonNLU:
             similarity = self.classifier.similarity(dense)
             for row, i in enumerate(full):
                 results[i] = self._result(
-                    texts[i],
-                    probs[row],
-                    None if similarity is None else similarity[row],
-                    None if dense is None else dense[row],
+                    texts[i], probs[row], None if similarity is None else similarity[row]
                 )
         return results  # type: ignore[return-value]  # every row is filled above
 
-    def _result(
-        self, text: str, probs: np.ndarray, similarity: float | None, embedding: np.ndarray | None = None
-    ) -> ParseResult:
+    def _result(self, text: str, probs: np.ndarray, similarity: float | None) -> ParseResult:
         order = np.argsort(-probs)[:_RANKING_SIZE]
         ranking = tuple(IntentScore(self.classifier.classes[i], float(probs[i])) for i in order)
         top = ranking[0]
@@ -152,7 +147,7 @@ class BatonNLU:
         intent = top if confident else IntentScore(FALLBACK, self.threshold)
         guess = detect_language(text)
         entities = tuple(self.extractor.extract(text))
-        return ParseResult(text, guess.language, intent, ranking, entities, guess.mixed, embedding)
+        return ParseResult(text, guess.language, intent, ranking, entities, guess.mixed)
 
     def save(self, folder: Path) -> None:
         """Write the model into ``folder`` (created if needed)."""

@@ -40,8 +40,6 @@ class ParseResult:
     ranking: tuple[IntentScore, ...] = ()
     entities: tuple[Entity, ...] = field(default=())
     mixed_language: bool = False
-    # The message's sentence embedding when the engine computed one (reused to search articles).
-    embedding: Any = field(default=None, compare=False, repr=False)
 
     @property
     def retrieval_intent(self) -> str | None:

@@ -71,37 +71,3 @@ def test_quick_messages_of_one_conversation_are_answered_in_order(redis_url, tin
         assert [t.sender for t in turns] == ["customer", "customer", "bot", "bot"]
 
     run_with_pipeline(redis_url, tiny_kb, tiny_nlu, body)
-
-
-def test_article_search_reuses_the_nlu_embedding_and_never_encodes_on_the_loop(redis_url, tiny_kb, tiny_nlu):
-    import threading
-
-    from knowledge_index.index import VectorIndex
-
-    index = VectorIndex.build(tiny_kb, tiny_nlu.classifier.featurizer.encoder)
-    threads: list[str] = []
-
-    async def main():
-        worker = NLUWorker(tiny_nlu)
-
-        async def offload(fn, *args):
-            def recorded(*inner):
-                threads.append(threading.current_thread().name)
-                return fn(*inner)
-
-            return await worker.run(recorded, *args)
-
-        try:
-            async with ConversationStore.from_url(redis_url) as store:
-                policy = DialoguePolicy.from_engine(tiny_kb, tiny_nlu, index)
-                policy.offload = offload
-                limiter = RateLimiter(store.client, "baton:", limit=100, window=10)
-                pipeline = TurnPipeline(store, policy, worker, limiter)
-                accepted = await pipeline.accept(InboundMessage("web", "v4", "智能音箱怎么连接手机", "1"))
-                return await pipeline.reply(accepted)
-        finally:
-            worker.close()
-
-    [reply] = asyncio.run(main())
-    assert reply.text and "音箱" in reply.text  # answered from the speaker article
-    assert threads == []  # the NLU's embedding of the message was enough: no second encode

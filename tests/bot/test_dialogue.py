@@ -425,24 +425,3 @@ def test_the_chat_session_keeps_context_and_connector_across_turns(
     assert ask.kind == ActionKind.ASK_SLOT and answer.kind == ActionKind.ANSWER
     assert "[Talk to a person -> /human_handoff]" in render(lost)
     assert "[order_status 1.00, en, utter_order_status]" in render(answer)
-
-
-def test_without_the_nlu_embedding_article_search_encodes_through_offload(tiny_kb, tiny_nlu, tiny_index):
-    import asyncio
-
-    from bot.dialogue import DialoguePolicy
-
-    policy = DialoguePolicy.from_engine(tiny_kb, tiny_nlu, tiny_index)
-    calls = []
-
-    async def offload(fn, *args):
-        calls.append(args)
-        return fn(*args)
-
-    policy.offload = offload
-    hit = asyncio.run(policy.find_article("智能音箱怎么连接手机", "zh"))
-    assert hit is not None and calls == [(["智能音箱怎么连接手机"], "query")]
-    embedding = tiny_nlu.parse("智能音箱怎么连接手机").embedding
-    assert embedding is not None
-    assert asyncio.run(policy.find_article("智能音箱怎么连接手机", "zh", embedding)).entry == hit.entry
-    assert len(calls) == 1  # given the embedding, nothing is encoded again
