@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, Field
 
+from api.channels.app import bearer, check_app_key
 from api.errors import ApiError, unauthorized
 from api.service import Service
 
@@ -36,18 +37,10 @@ class LinkRequest(BaseModel):
 
 
 def _check_backend(service: Service, app_key: str | None, authorization: str | None) -> None:
-    secret = service.app_secret
-    if secret is None:
-        raise ApiError(503, "app_disabled", "the backend API is off: set BATON_APP_KEY and BATON_APP_SECRET")
-    expected_key = (service.settings.app_key or "").encode()
-    scheme, _, given = (authorization or "").partition(" ")
-    if (
-        not app_key
-        or not hmac.compare_digest(app_key.encode(), expected_key)
-        or scheme.lower() != "bearer"
-        or not hmac.compare_digest(given.strip().encode(), secret)
-    ):
-        raise unauthorized("the backend API needs X-Baton-App-Key and Authorization: Bearer <app secret>")
+    secret = check_app_key(service, app_key, "backend API")
+    given = bearer(authorization)
+    if given is None or not hmac.compare_digest(given.encode(), secret):
+        raise unauthorized("the backend API needs Authorization: Bearer <app secret>")
 
 
 @router.post("/links")

@@ -46,6 +46,29 @@ class SendRequest(BaseModel):
     )
 
 
+def check_app_key(service: Service, app_key: str | None, api: str) -> bytes:
+    """The app secret, once ``app_key`` is the app's key.
+
+    Raises:
+        ApiError: 503 when the app API is off (no key or secret set), 401 for a missing or wrong key.
+    """
+    secret = service.app_secret
+    if secret is None:
+        raise ApiError(503, "app_disabled", f"the {api} is off: set BATON_APP_KEY and BATON_APP_SECRET")
+    expected = (service.settings.app_key or "").encode()
+    if not app_key or not hmac.compare_digest(app_key.encode(), expected):
+        raise unauthorized("missing or unknown app key (X-Baton-App-Key)")
+    return secret
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer <credential>`` header, or None."""
+    scheme, _, credential = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credential.strip() or None
+
+
 @dataclass(frozen=True)
 class AppUser:
     """The app's user id (the token's subject) and the Baton customer it belongs to."""
@@ -66,17 +89,12 @@ async def app_user(
 ) -> AppUser:
     """The user behind the request's app key and user token (401 if either is wrong)."""
     service: Service = request.app.state.service
-    secret = service.app_secret
-    if secret is None:
-        raise ApiError(503, "app_disabled", "the app API is off: set BATON_APP_KEY and BATON_APP_SECRET")
-    expected = service.settings.app_key or ""
-    if not x_baton_app_key or not hmac.compare_digest(x_baton_app_key.encode(), expected.encode()):
-        raise unauthorized("missing or unknown app key (X-Baton-App-Key)")
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    secret = check_app_key(service, x_baton_app_key, "app API")
+    token = bearer(authorization)
+    if not token:
         raise unauthorized("missing user token: send Authorization: Bearer <token>")
     try:
-        user_id = verify_token(secret, "app", token.strip())
+        user_id = verify_token(secret, "app", token)
     except TokenError as exc:
         raise unauthorized(f"bad user token: {exc}") from None
     return AppUser(user_id, await service.store.resolve_customer("app", user_id))
