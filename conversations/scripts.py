@@ -203,7 +203,7 @@ if not string.find(' ' .. ARGV[7] .. ' ', ' ' .. from .. '>' .. to .. ' ', 1, tr
   return {'forbidden', from}
 end
 redis.call('HSET', KEYS[1], 'state', to, 'updated_at', NOW)
-if to == 'queued' then
+if to == 'queued' and from == 'bot' then  -- a transfer (assigned -> queued) is the same handoff
   redis.call('HINCRBY', KEYS[1], 'handoff_count', 1)
   redis.call('HSET', KEYS[1], 'last_reason', ARGV[6])
 elseif to == 'resolved' then

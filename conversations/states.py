@@ -1,7 +1,9 @@
 """The conversation state machine of DESIGN.md: ``bot -> queued -> assigned -> resolved``.
 
 Plus ``bot -> resolved`` (the bot solved it) and ``assigned -> bot`` (the agent hands back).
-Nothing else is allowed, a state to itself included: a second ``bot -> queued`` is refused,
+Two more than DESIGN.md draws, because agents need them: ``assigned -> queued`` (an agent
+transfers the chat to another skill's queue) and ``queued -> resolved`` (an agent closes a
+waiting chat or a left message without taking it first). Nothing else is allowed, a state to itself included: a second ``bot -> queued`` is refused,
 which is what keeps one escalation from becoming two queue entries.
 
 The table here is the only copy: the store hands it to its Lua scripts, which enforce it
@@ -29,6 +31,8 @@ TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (State.ASSIGNED, State.RESOLVED),
         (State.BOT, State.RESOLVED),
         (State.ASSIGNED, State.BOT),
+        (State.ASSIGNED, State.QUEUED),
+        (State.QUEUED, State.RESOLVED),
     }
 )
 

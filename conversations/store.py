@@ -385,11 +385,13 @@ class ConversationStore(RedisClientHolder):
         channel: str | None = None,
         language: str | None = None,
         timings: dict[str, float] | None = None,
+        buttons: Sequence[dict[str, str]] = (),
     ) -> Turn:
         """Store an agent's or a system message (``sender`` ``agent`` or ``system``).
 
         Customer and bot turns have their own methods, so that dedupe and the bot's
         silence cannot be bypassed. ``channel`` and ``language`` default to the conversation's.
+        ``buttons`` are quick replies (e.g. the 1-5 rating after a resolve).
 
         Raises:
             ValueError: ``sender`` is not ``agent`` or ``system``.
@@ -399,7 +401,7 @@ class ConversationStore(RedisClientHolder):
             raise ValueError(f"append_turn stores agent and system turns, not {sender!r}")
         channel, language = await self._defaults(conversation_id, channel, language)
         turn, _stored = await self._append(
-            "other", conversation_id, sender, text, channel, language, None, None, timings
+            "other", conversation_id, sender, text, channel, language, None, None, timings, buttons
         )
         return turn
 

@@ -24,10 +24,31 @@ class HandoffConfig(BaseModel):
     repeated_question_after: int = Field(
         3, ge=2, description="escalate when a question comes back this often"
     )
+    repeat_similarity: float = Field(
+        0.5, gt=0, le=1, description="how alike two questions must be to count as the same one"
+    )
     max_customer_turns: int = Field(8, ge=1)
     fallback_streak: int = Field(2, ge=1)
-    negative_sentiment_threshold: float = Field(0.85, gt=0, le=1)
+    negative_sentiment_threshold: float = Field(
+        0.85, gt=0, le=1, description="P(negative) above which a message counts as negative"
+    )
+    negative_streak: int = Field(
+        3, ge=2, description="escalate after this many negative customer messages in a row"
+    )
+    anger_threshold: float = Field(
+        0.7, gt=0, le=1, description="one message at least this angry (insults, fury, threats) escalates"
+    )
     first_response_seconds: int = Field(30, ge=1)
+    vip_tiers: list[str] = Field(default_factory=lambda: ["vip"])
+    vip_priority_seconds: int = Field(
+        300, ge=0, description="a VIP is served as if they had waited this much longer"
+    )
+    severity_priority_seconds: int = Field(
+        60, ge=0, description="each level of severity counts as this much longer waiting"
+    )
+    average_handle_seconds: int = Field(
+        240, ge=1, description="how long an agent spends on a chat, for the wait estimate"
+    )
     skills: dict[str, str] = Field(default_factory=dict, description="intent -> agent skill")
     default_skill: str = "general"
 
