@@ -1,0 +1,1 @@
+"""Help for agents: conversation summaries and suggested replies."""
