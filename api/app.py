@@ -1,4 +1,4 @@
-"""The FastAPI application: the chat page, the web and app channels, health, and error handling."""
+"""The FastAPI application: the chat page, the web and app channels, the agent API, stats, health, errors."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import agent, stats
 from api.channels import app as app_channel
 from api.channels import web as web_channel
 from api.errors import ApiError
@@ -41,7 +42,7 @@ def create_app(start_service: ServiceFactory) -> FastAPI:
 
     app = FastAPI(
         title="Baton",
-        summary="Customer-support bot with human handoff: web and app channels",
+        summary="Customer-support bot with human handoff: web and app channels, the agent API, stats",
         version="0.1.0",
         lifespan=lifespan,
     )
@@ -49,6 +50,8 @@ def create_app(start_service: ServiceFactory) -> FastAPI:
     app.include_router(web_channel.router)
     app.include_router(app_channel.router)
     app.include_router(backend_router)
+    app.include_router(agent.router)
+    app.include_router(stats.router)
     app.mount("/static/web", StaticFiles(directory=web_channel.STATIC), name="web-static")
 
     @app.get("/healthz", tags=["service"])

@@ -105,6 +105,40 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=settings.port, help=f"port (default {settings.port})")
     serve.add_argument("--retrain", action="store_true", help="train even if a current model exists")
 
+    simulate = commands.add_parser(
+        "simulate",
+        help="run scripted conversations through the whole service and score escalation",
+        description="Start the whole service in this process on a fresh store (a private Redis unless "
+        "REDIS_URL is set), play each scenario's turns through the turn pipeline with the demo agents "
+        "online, and score the handoffs against the scenarios' expectations. Scenario format: DESIGN.md.",
+    )
+    kb_args(simulate)
+    model_args(simulate)
+    simulate.add_argument(
+        "--scenarios", type=Path, required=True, action="append", help="JSON Lines file (repeat for more)"
+    )
+    simulate.add_argument("--json", action="store_true", help="print one JSON object with the scores")
+    simulate.add_argument("--retrain", action="store_true", help="train even if a current model exists")
+
+    sentiment = commands.add_parser(
+        "sentiment",
+        help="score a labelled CSV with the escalation's sentiment model",
+        description="Score each row of a CSV with columns label (1 positive, 0 negative) and review; a row "
+        "is predicted negative when its probability of being negative is at least --threshold. Prints "
+        "accuracy, negative_precision and negative_recall.",
+    )
+    sentiment.add_argument("--csv", type=Path, required=True, help="CSV with columns label,review")
+    sentiment.add_argument("--json", action="store_true", help="print one JSON object")
+    sentiment.add_argument(
+        "--skip-empty", action="store_true", help="leave out rows with an empty review (counted as skipped)"
+    )
+    sentiment.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="probability of negative from which a row counts as negative",
+    )
+
     chat = commands.add_parser("chat", help="chat with the bot in the terminal")
     kb_args(chat)
     model_args(chat)
@@ -271,7 +305,76 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """Play scenarios through the whole service and print the escalation scores."""
+    import asyncio
+    import tempfile
+
+    from api.scenarios import load_scenarios
+    from api.simulate import simulate
+    from conversations.redis_server import RedisServer
+
+    scenarios = load_scenarios(args.scenarios)  # refused with file:line before anything trains
+    trained = _trained_bot(args, settings)
+    with tempfile.TemporaryDirectory(prefix="baton-simulate-") as scratch:
+        settings = settings.model_copy(
+            update={
+                "kb": args.kb,
+                "data_dir": Path(scratch),
+                "assign_workers": 1,
+                "rate_limit_messages": 1000,
+            }
+        )
+        server = None if settings.redis_url else RedisServer(data_dir=Path(scratch) / "redis").start()
+        redis_url = settings.redis_url or server.url
+        if settings.redis_url:  # someone else's Redis: keep this run's keys apart from theirs
+            settings = settings.model_copy(update={"redis_prefix": f"baton-simulate-{os.getpid()}:"})
+        try:
+            result = asyncio.run(simulate(settings, trained, redis_url, scenarios))
+        finally:
+            if server is not None:
+                server.stop()
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    for key in (
+        "scenarios",
+        "automation_rate",
+        "escalation_precision",
+        "escalation_recall",
+        "reason_accuracy",
+        "premature_escalations",
+        "late_escalations",
+        "intent_accuracy",
+        "explicit_requests",
+        "explicit_caught_on_turn",
+        "run_seconds",
+    ):
+        print(f"{key:24} {result.get(key)}")
+    for failure in result.get("failures", []):
+        print(f"  miss: {failure}")
+    return 0
+
+
+def cmd_sentiment(args: argparse.Namespace, settings: Settings) -> int:
+    """Score a labelled CSV with the sentiment model."""
+    from handoff.sentiment import SentimentScorer, evaluate_csv
+
+    if not 0 < args.threshold < 1:
+        return _fail("--threshold must be between 0 and 1")
+    scorer = SentimentScorer.load(settings.data_dir / "sentiment")
+    result = evaluate_csv(args.csv, scorer, args.threshold, skip_empty=args.skip_empty)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:20} {value}")
+    return 0
+
+
 COMMANDS = {
+    "simulate": cmd_simulate,
+    "sentiment": cmd_sentiment,
     "train": cmd_train,
     "validate": cmd_validate,
     "evaluate": cmd_evaluate,

@@ -6,6 +6,9 @@ whichever replica wrote them, and this hub routes each to the listeners of its c
 or, for a new conversation, of its customer. Pub/sub loses what arrives while nobody listens,
 so a listener reads what it missed from the store after subscribing (see
 `api.channels.follower`); the hub is only the live part.
+
+It also subscribes to the handoff queue's channel (`handoff.queue`), whose events (a chat
+waiting, assigned, closed, an agent going online) go to every agent connection here.
 """
 
 from __future__ import annotations
@@ -31,11 +34,14 @@ class EventHub:
         client: a ``redis.asyncio.Redis`` (decode_responses=True); the hub opens its own
             pub/sub connection from it.
         pattern: the store's `Keys.events_pattern`.
+        handoff_channel: the handoff queue's events channel (None: not followed).
     """
 
-    def __init__(self, client: Redis, pattern: str) -> None:
+    def __init__(self, client: Redis, pattern: str, handoff_channel: str | None = None) -> None:
         self.client = client
         self.pattern = pattern
+        self.handoff_channel = handoff_channel
+        self._handoff_listeners: set[asyncio.Queue[Event]] = set()
         self._by_conversation: defaultdict[str, set[asyncio.Queue[Event]]] = defaultdict(set)
         self._by_customer: defaultdict[str, set[asyncio.Queue[Event]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
@@ -62,6 +68,14 @@ class EventHub:
         if customer_id:
             self._by_customer[customer_id].add(queue)
 
+    def listen_handoffs(self, queue: asyncio.Queue[Event]) -> None:
+        """Send every handoff queue event to ``queue`` (agents' connections)."""
+        self._handoff_listeners.add(queue)
+
+    def forget_handoffs(self, queue: asyncio.Queue[Event]) -> None:
+        """Undo `listen_handoffs`."""
+        self._handoff_listeners.discard(queue)
+
     def forget(
         self, queue: asyncio.Queue[Event], conversation_id: str | None = None, customer_id: str | None = None
     ) -> None:
@@ -77,6 +91,8 @@ class EventHub:
             try:
                 async with self.client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.psubscribe(self.pattern)
+                    if self.handoff_channel:
+                        await pubsub.subscribe(self.handoff_channel)
                     self._ready.set()
                     async for message in pubsub.listen():
                         self._route(message)
@@ -87,12 +103,16 @@ class EventHub:
                 await asyncio.sleep(1)
 
     def _route(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "pmessage":
+        if message.get("type") not in ("pmessage", "message"):
             return
         try:
             event: Event = json.loads(message["data"])
         except (TypeError, ValueError):
             log.warning("ignored an event that is not JSON: %r", message.get("data"))
+            return
+        if message["type"] == "message":  # the handoff channel
+            for queue in self._handoff_listeners:
+                queue.put_nowait(event)
             return
         queues = set(self._by_conversation.get(event.get("conversation_id", ""), ()))
         if event.get("type") == "created":

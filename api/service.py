@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import socket
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
+from agent_assist.suggestions import ReplySuggester
 from api.auth import load_or_create_secret
 from api.channels.base import ChannelAdapter
 from api.events import EventHub
@@ -19,13 +24,24 @@ from bot.dialogue import DialoguePolicy
 from bot.orders import DemoOrderConnector
 from bot.trained import TrainedBot
 from conversations.store import ConversationStore
+from handoff.agents import AgentDirectory
+from handoff.assigner import Assigner
+from handoff.desk import HandoffDesk
+from handoff.metrics import Metrics
+from handoff.package import PackageBuilder
+from handoff.queue import HANDOFF_EVENTS, HandoffQueue
+from handoff.records import Records
+from handoff.sentiment import SentimentScorer
+from handoff.signal_store import SignalStore
+from handoff.signals import EscalationPolicy
+from knowledge_index.handoff_file import HandoffConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Service:
-    """Everything a request handler needs: settings, store, bot pipeline, event hub, secrets.
+    """Everything a request handler needs: settings, store, bot pipeline, handoff desk, event hub, secrets.
 
     Attributes:
         web_sessions: customer id -> open web chat connections in this process.
@@ -40,31 +56,102 @@ class Service:
     pipeline: TurnPipeline
     nlu: NLUWorker
     web_secret: bytes
+    agents: AgentDirectory
+    queue: HandoffQueue
+    desk: HandoffDesk
+    packages: PackageBuilder
+    suggester: ReplySuggester
     web_sessions: Counter[str] = field(default_factory=Counter)
     channels: dict[str, ChannelAdapter] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     async def start(cls, settings: Settings, bot: TrainedBot, redis_url: str) -> Service:
-        """Connect to Redis, seed the demo orders, start the NLU worker and the event hub."""
+        """Connect to Redis, seed the demo orders and agents, start the NLU worker, the event
+        hub and the handoff assigners."""
         redis = Redis.from_url(redis_url, decode_responses=True)
         await redis.ping()
-        store = ConversationStore(redis, prefix=settings.redis_prefix)
-        orders = DemoOrderConnector(redis, prefix=settings.redis_prefix)
+        prefix = settings.redis_prefix
+        store = ConversationStore(redis, prefix=prefix)
+        orders = DemoOrderConnector(redis, prefix=prefix)
         log.info("demo order connector: %d seed orders", await orders.seed())
+        config = HandoffConfig.model_validate(bot.kb.handoff)
+        agents = AgentDirectory(redis, prefix=prefix)
+        if settings.seed_demo_agents and (seeded := await agents.seed_demo()):
+            log.info(
+                "created %d demo agents (see the README); set BATON_SEED_DEMO_AGENTS=false to stop", seeded
+            )
+        queue = HandoffQueue(redis, store, prefix=prefix, config=config)
+        metrics = Metrics(redis, prefix)
+        records = Records(redis, prefix)
+        signals = SignalStore(redis, prefix)
+        desk = HandoffDesk(store, queue, agents, metrics, records, signals, config)
+        queue.on_assigned = desk.joined
+        queue.on_breach = lambda _handoff: metrics.breached()
+        sentiment = await asyncio.to_thread(SentimentScorer.load, settings.data_dir / "sentiment")
         nlu = NLUWorker(bot.nlu, settings.nlu_batch_size, settings.nlu_cache_size)
-        limiter = RateLimiter(
-            redis, settings.redis_prefix, settings.rate_limit_messages, settings.rate_limit_seconds
-        )
+        limiter = RateLimiter(redis, prefix, settings.rate_limit_messages, settings.rate_limit_seconds)
         pipeline = TurnPipeline(
-            store, DialoguePolicy.for_bot(bot, orders), nlu, limiter, settings.max_message_chars
+            store,
+            DialoguePolicy.for_bot(bot, orders),
+            nlu,
+            limiter,
+            sentiment,
+            EscalationPolicy(config),
+            signals,
+            desk,
+            settings.max_message_chars,
         )
-        hub = EventHub(redis, store.keys.events_pattern)
+        suggester = ReplySuggester(bot.kb, bot.index, bot.nlu.classifier.featurizer.encoder)
+
+        async def order_lookup(number: str) -> dict[str, object] | None:
+            order = await orders.lookup(number)
+            return order.to_dict() if order else None
+
+        packages = PackageBuilder(store, records, suggester, order_lookup)
+
+        async def understood(conversation_id: str, seq: int, nlu: dict[str, Any]) -> None:
+            handoff = await queue.for_conversation(conversation_id)
+            reasons = list(handoff.reasons) if handoff else []
+            await queue.publish(
+                {
+                    "type": "understood",
+                    "conversation_id": conversation_id,
+                    "seq": seq,
+                    "nlu": nlu,
+                    "suggestions": await packages.suggestions(conversation_id, reasons),
+                }
+            )
+
+        pipeline.on_understood = understood
+        hub = EventHub(redis, store.keys.events_pattern, handoff_channel=HANDOFF_EVENTS.format(prefix=prefix))
         await hub.start()
         if settings.secret_key is not None:
             web_secret = settings.secret_key.get_secret_value().encode()
         else:
             web_secret = load_or_create_secret(settings.data_dir / "secret_key")
-        return cls(settings, bot, redis, store, hub, pipeline, nlu, web_secret)
+        service = cls(
+            settings,
+            bot,
+            redis,
+            store,
+            hub,
+            pipeline,
+            nlu,
+            web_secret,
+            agents,
+            queue,
+            desk,
+            packages,
+            suggester,
+        )
+        for number in range(settings.assign_workers):
+            assigner = Assigner(queue, consumer=f"{socket.gethostname()}:{settings.port}:{number}")
+            service._tasks.append(
+                asyncio.create_task(assigner.run(service._stopping), name=f"assigner-{number}")
+            )
+        return service
 
     @property
     def app_secret(self) -> bytes | None:
@@ -74,7 +161,11 @@ class Service:
         return None
 
     async def stop(self) -> None:
-        """Stop the hub and the NLU worker, close Redis."""
+        """Stop the assigners, the hub and the NLU worker, close Redis."""
+        self._stopping.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=5)
         await self.hub.stop()
         self.nlu.close()
         await self.redis.aclose()

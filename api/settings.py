@@ -53,3 +53,12 @@ class Settings(BaseSettings):
     rate_limit_seconds: float = Field(10, gt=0, description="the rate-limit window")
     nlu_batch_size: int = Field(16, gt=0, description="most messages the NLU worker parses in one batch")
     nlu_cache_size: int = Field(10_000, ge=0, description="parses of repeated messages kept (0: no cache)")
+
+    # -- handoff and agents --------------------------------------------------------------------
+    assign_workers: int = Field(
+        1, ge=0, description="handoff assigners this process runs (0: another process does)"
+    )
+    agent_token_hours: float = Field(12, gt=0, description="how long an agent's sign-in stays valid")
+    seed_demo_agents: bool = Field(
+        True, description="create the demo agents of the README when there are no agents yet"
+    )

@@ -191,7 +191,7 @@ class WebSession:
         if accepted.conversation.id != self.follower.conversation_id:
             await self.follower.follow(accepted.conversation.id)  # a new conversation began
         await self.follower.offer(accepted.turn)
-        if accepted.bot_answers:
+        if not accepted.duplicate:  # the bot's answer, a rating's thanks, or NLU for the agent
             task = asyncio.create_task(self._answer(accepted))
             self._answers.add(task)
             task.add_done_callback(self._answers.discard)
@@ -202,17 +202,18 @@ class WebSession:
         It finishes even if the page has gone: the reply is stored, and the page gets it on reconnect.
         """
         assert self.follower is not None
-        self._thinking += 1
+        typing = accepted.bot_answers  # only the bot types; an agent's replies come when they come
+        self._thinking += int(typing)
         try:
-            if self._thinking == 1:
+            if typing and self._thinking == 1:
                 await self.send({"type": "typing", "on": True})
             for turn in await self.service.pipeline.reply(accepted):
                 await self.follower.offer(turn)
         except Exception:  # a closed socket, Redis gone: the customer's message is stored either way
             log.warning("no answer delivered for turn %s", accepted.turn.id, exc_info=True)
         finally:
-            self._thinking -= 1
-            if self._thinking == 0:
+            self._thinking -= int(typing)
+            if typing and self._thinking == 0:
                 with contextlib.suppress(Exception):
                     await self.send({"type": "typing", "on": False})
 
