@@ -254,6 +254,8 @@ class TurnPipeline:
             bot_action=action.kind.value,
             negative=sentiment.negative,
             anger=sentiment.anger,
+            confidence=parse.intent.confidence,
+            best_guess=parse.ranking[0].name if parse.ranking else None,
         )
         state = await self.signals.load(conversation_id)
         state, escalation = self.escalation.observe(state, facts)

@@ -40,11 +40,12 @@ REPEATED_QUESTION = "repeated_question"
 TOO_MANY_TURNS = "too_many_turns"
 FALLBACK_STREAK = "fallback_streak"
 SENSITIVE_TOPIC = "sensitive_topic"
-# The order reasons are listed in when several fire at once: the customer's own words first.
+# The order reasons are listed in when several fire at once: the customer's own words first, then
+# their mood (an insult the NLU files under "complaint" is anger before it is a topic).
 REASONS = (
     EXPLICIT_REQUEST,
-    SENSITIVE_TOPIC,
     NEGATIVE_SENTIMENT,
+    SENSITIVE_TOPIC,
     REPEATED_QUESTION,
     FALLBACK_STREAK,
     TOO_MANY_TURNS,
@@ -66,12 +67,18 @@ SMALL_TALK = frozenset({"greet", "goodbye", "thanks", "affirm", "deny", HANDOFF_
 # Saying these means the matter was settled: the turn count starts again.
 SETTLED = frozenset({"thanks", "goodbye"})
 RECENT_QUESTIONS = 8  # questions remembered for the repeat check
+# NLU confidence above which a mention of human agents is taken as part of another question.
+SURE_ENOUGH = 0.9
 
-# The safety net for "I want a person" (the classifier is the first line). Chinese: 人工 in any
-# form except 人工智能, a real person, asking for the service staff to come out.
+# The safety net for "I want a person" (the classifier is the first line). Chinese: asking to be
+# put through (转人工, 找人工, 人工服务), for a real person, for the service staff to come out.
 _PERSON_ZH = re.compile(
-    r"人工(?!智能)|真人|活人|接线员|转接|(找|叫|要|换).{0,4}客服|客服.{0,4}(出来|在吗|在不在)"
+    r"[转接找要换叫]人工|人工(?:客服|服务)?[!！。.\s]*$|^[\s请我要]*人工(?!智能)|真人|活人|接线员|转接"
+    r"|(?:找|叫|要|换).{0,4}客服|客服.{0,4}(?:出来|在吗|在不在)"
 )
+# 人工 anywhere else (not 人工智能) is a mention: a request unless the NLU is sure the message is
+# another question ("人工客服几点下班": service hours).
+_PERSON_ZH_MENTION = re.compile(r"人工(?!智能)")
 _LIVE = r"(?:(?:real|live|actual)\s+)?"
 _WHO = r"(?:human|person|agent|representative|rep|operator|staff|manager|supervisor|someone|somebody)"
 _PERSON_EN = re.compile(
@@ -85,6 +92,18 @@ _PERSON_EN = re.compile(
     r"|^\W*(?:an?\s+)?(?:human|agent|representative|operator|person)\W*(?:please|pls|plz|now)?\W*$",
     re.IGNORECASE,
 )
+# "That did not answer my question": the customer is asking the previous question again, in
+# whatever words, so the turn counts as one more asking of it.
+_ASKED_AGAIN = re.compile(
+    r"\b(?:doesn'?t|does not|didn'?t|did not|won'?t)\s+(?:answer|help)"
+    r"|\bnot what i (?:asked|meant|wanted)|\b(?:i|i've|i have) (?:already )?asked\b"
+    r"|\basked (?:you )?(?:twice|already|again|before)|\b(?:second|third|fourth|fifth) time\b"
+    r"|\bhow many times\b|\byou (?:said|told me)\b|\bthat'?s not (?:it|my question|what i)"
+    r"|\banswer (?:my|the) question|\bread my (?:question|message)"
+    r"|没用|没回答|答非所问|不是问|我问的是|再问一[遍次]|问了?(?:两|三|几|好几)[遍次]|说了?(?:两|三|几|好几)[遍次]"
+    r"|第[二三四五][遍次]|你说的|你刚才说|刚说的|没解决|不是这个",
+    re.IGNORECASE,
+)
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -92,6 +111,11 @@ _WORD = re.compile(r"[a-z0-9]+")
 def asks_for_person(text: str) -> bool:
     """True if ``text`` asks for a human agent in so many words (Chinese or English)."""
     return bool(_PERSON_ZH.search(text) or _PERSON_EN.search(text))
+
+
+def mentions_person(text: str) -> bool:
+    """True if ``text`` mentions human agents (人工) without plainly asking for one."""
+    return bool(_PERSON_ZH_MENTION.search(text))
 
 
 @dataclass(frozen=True)
@@ -107,6 +131,8 @@ class TurnFacts:
             ``fallback``, ``handoff_requested``...).
         negative: the message's probability of being negative (0-1).
         anger: how angry the message is (0-1).
+        confidence: the NLU's confidence in ``intent``.
+        best_guess: when the NLU fell back, its most likely intent all the same (None if none).
     """
 
     text: str
@@ -116,16 +142,35 @@ class TurnFacts:
     bot_action: str = "answer"
     negative: float = 0.0
     anger: float = 0.0
+    confidence: float = 1.0
+    best_guess: str | None = None
+
+    @property
+    def topic(self) -> str:
+        """What the message is about for the repeat check: the intent, else the NLU's best guess."""
+        if self.intent in NOT_UNDERSTOOD and self.best_guess and self.best_guess not in NOT_UNDERSTOOD:
+            return self.best_guess
+        return self.intent
 
 
 @dataclass(frozen=True)
 class Question:
-    """A question the customer asked, and how often."""
+    """A question the customer asked, and how often.
+
+    ``intent`` is its topic; ``aliases`` other topics the NLU gave it when the customer said
+    they were asking it again ("that doesn't answer my question, where is my refund?").
+    """
 
     intent: str
     text: str
     entities: tuple[tuple[str, str], ...] = ()
     count: int = 1
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """Every topic this question has been asked under."""
+        return frozenset((self.intent, *self.aliases))
 
 
 @dataclass(frozen=True)
@@ -148,7 +193,13 @@ class SignalState:
         if not data:
             return cls()
         questions = tuple(
-            Question(q["intent"], q["text"], tuple(tuple(e) for e in q.get("entities", ())), int(q["count"]))
+            Question(
+                q["intent"],
+                q["text"],
+                tuple(tuple(e) for e in q.get("entities", ())),
+                int(q["count"]),
+                tuple(q.get("aliases", ())),
+            )
             for q in data.get("questions", ())
         )
         return cls(
@@ -198,11 +249,9 @@ class EscalationPolicy:
         """The state after this turn, and an `Escalation` if this turn needs a person."""
         config = self.config
         fired: set[str] = set()
-        if (
-            facts.bot_action == "handoff_requested"
-            or facts.intent == HANDOFF_INTENT
-            or asks_for_person(facts.text)
-        ):
+        classified = facts.bot_action == "handoff_requested" or facts.intent == HANDOFF_INTENT
+        mention = mentions_person(facts.text) and not self._sure_of_something_else(facts)
+        if classified or asks_for_person(facts.text) or mention:
             fired.add(EXPLICIT_REQUEST)
         if facts.intent in self.sensitive:
             fired.add(SENSITIVE_TOPIC)
@@ -254,23 +303,46 @@ class EscalationPolicy:
         reasons = tuple(sorted(fired, key=REASONS.index))
         return new_state, Escalation(reasons, max(SEVERITY[r] for r in reasons))
 
+    @staticmethod
+    def _sure_of_something_else(facts: TurnFacts) -> bool:
+        """The NLU is sure the message is a question it can answer ("人工客服几点下班": service
+        hours), so a mention of a person is not a request for one."""
+        return (
+            facts.intent not in NOT_UNDERSTOOD
+            and facts.intent not in SMALL_TALK
+            and facts.confidence >= SURE_ENOUGH
+        )
+
     def _remember(self, questions: Sequence[Question], facts: TurnFacts) -> tuple[tuple[Question, ...], int]:
         """The remembered questions with this turn's counted in, and how often it has now been asked."""
-        if facts.intent in SMALL_TALK or (facts.intent in NOT_UNDERSTOOD and len(facts.text.strip()) < 4):
+        topic = facts.topic
+        again = bool(_ASKED_AGAIN.search(facts.text))
+        if topic in SMALL_TALK or (topic in NOT_UNDERSTOOD and len(facts.text.strip()) < 4 and not again):
             return tuple(questions), 0
         kept = list(questions)
-        for i, earlier in enumerate(kept):
-            if self._same_question(earlier, facts):
-                merged = dict(earlier.entities) | dict(facts.entities)
-                kept[i] = Question(facts.intent, facts.text, tuple(sorted(merged.items())), earlier.count + 1)
-                return tuple(kept), kept[i].count
-        kept.append(Question(facts.intent, facts.text, tuple(sorted(facts.entities))))
+        match = next((i for i in range(len(kept) - 1, -1, -1) if self._same_question(kept[i], facts)), None)
+        if match is None and again and kept:
+            match = (
+                len(kept) - 1
+            )  # "not what I asked": the latest question, whatever the NLU made of this one
+        if match is not None:
+            earlier = kept.pop(match)
+            merged = dict(earlier.entities) | dict(facts.entities)
+            aliases = earlier.aliases
+            if topic not in earlier.topics and topic not in NOT_UNDERSTOOD:
+                aliases = (*aliases, topic)
+            question = Question(
+                earlier.intent, facts.text, tuple(sorted(merged.items())), earlier.count + 1, aliases
+            )
+            kept.append(question)  # the latest question goes last
+            return tuple(kept[-RECENT_QUESTIONS:]), question.count
+        kept.append(Question(topic, facts.text, tuple(sorted(facts.entities))))
         return tuple(kept[-RECENT_QUESTIONS:]), 1
 
     def _same_question(self, earlier: Question, facts: TurnFacts) -> bool:
-        understood = earlier.intent not in NOT_UNDERSTOOD and facts.intent not in NOT_UNDERSTOOD
-        if understood:
-            if earlier.intent != facts.intent:
+        topic = facts.topic
+        if earlier.intent not in NOT_UNDERSTOOD and topic not in NOT_UNDERSTOOD:
+            if topic not in earlier.topics:
                 return False
             mine = dict(facts.entities)
             # A different value of the same entity is a different question (another order).

@@ -145,7 +145,7 @@ def test_reasons_are_ordered_with_the_customers_words_first():
         SignalState(), faq("this is a disgrace, get me a human", "complaint", negative=0.99, anger=0.95)
     )
     assert escalation is not None
-    assert escalation.reasons == ("explicit_request", "sensitive_topic", "negative_sentiment")
+    assert escalation.reasons == ("explicit_request", "negative_sentiment", "sensitive_topic")
 
 
 def test_thresholds_come_from_the_configuration():
