@@ -151,7 +151,8 @@ _EN_ANGER: tuple[tuple[str, float, str], ...] = (
         "insult",
         0.7,
         r"\b(scam|fraud|fraudulent|rip[- ]?off|con|stealing|theft|extortion|disgrace(ful)?|"
-        r"shameful|shame on you|disgusting|a joke|clown show|you people|you guys are (a|the) \w+)\b",
+        r"shameful|shame on you|disgusting|(is|are|'s|what|such|complete|total|absolute) a joke|"
+        r"clown show|you people|you guys are (a|the) \w+)\b",
     ),
     (
         "insult",
