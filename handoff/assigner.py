@@ -36,8 +36,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from handoff.desk import HandoffDesk
 from handoff.keys import DEFAULT_PREFIX, GROUP
+from handoff.metrics import Metrics
 from handoff.queue import HandoffQueue
+from handoff.records import Records
+from handoff.signal_store import SignalStore
+from knowledge_index.handoff_file import HandoffConfig
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +248,7 @@ async def _main(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with HandoffQueue.from_url(args.redis_url, prefix=args.prefix) as queue:
+        _tell_and_count(queue, args.prefix)
         assigner = Assigner(
             queue,
             args.consumer,
@@ -254,6 +260,28 @@ async def _main(args: argparse.Namespace) -> None:
         log.info("assigner %s started on prefix %r", args.consumer, args.prefix)
         await assigner.run(stop)
         log.info("assigner %s stopped", args.consumer)
+
+
+def _tell_and_count(queue: HandoffQueue, prefix: str) -> None:
+    """Do what `baton serve` does after an assignment or a breach here too: tell the customer an
+    agent joined and count the wait (`HandoffDesk.joined`), and count breaches."""
+    client = queue.client
+    metrics = Metrics(client, prefix)
+    desk = HandoffDesk(
+        queue.store,
+        queue,
+        queue.agents,
+        metrics,
+        Records(client, prefix),
+        SignalStore(client, prefix),
+        HandoffConfig(),
+    )
+    queue.on_assigned = desk.joined
+
+    async def breached(_handoff: object) -> None:
+        await metrics.breached()
+
+    queue.on_breach = breached
 
 
 def main(argv: list[str] | None = None) -> None:
