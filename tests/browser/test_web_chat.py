@@ -193,7 +193,8 @@ def test_message_text_is_shown_literally_never_run(page: Page, baton_service: An
         expect(page.locator('.message[data-sender="customer"][data-state="delivered"]')).to_have_count(
             attacks.index(text) + 1
         )
-    expect(replies(page)).to_have_count(2)
+    # Two messages the bot cannot understand: a fallback, then a handoff and the queue notice.
+    expect(replies(page)).to_have_count(3)
 
     def assert_inert() -> None:
         expect(texts(page, "customer")).to_have_text(attacks)
@@ -202,7 +203,7 @@ def test_message_text_is_shown_literally_never_run(page: Page, baton_service: An
 
     assert_inert()
     page.reload()  # now the server's copies are rendered, not the page's own
-    expect(replies(page)).to_have_count(2)
+    expect(replies(page)).to_have_count(3)
     assert_inert()
 
 
