@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the figures of bench/RESULTS.md (about 17 minutes on 2 cores; --core: the headline
 # figures only, about 5 minutes, without the encoder comparison).
-# Usage: bash bench/run_all.sh [--core | --web]   (after `make install`; run on an otherwise idle machine)
+# Usage: bash bench/run_all.sh [--core | --web | --handoff]   (after `make install`; on an idle machine)
 # --web: only the web chat load benchmark (about 2 minutes), added to bench/out/measurements.jsonl.
+# --handoff: only the escalation figures (sentiment, simulation, handoff latency; about 4 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -17,6 +18,23 @@ web_load() {
 }
 if [ "${1:-}" = "--web" ]; then
     web_load
+    exit 0
+fi
+
+# Escalation: sentiment on the chat-style and review sets, scripted conversations through the whole
+# service, and the time from an escalating message to the agent's WebSocket under load.
+handoff() {
+    for set in $DATA/sentiment/chat_en.csv $DATA/sentiment/chat_zh.csv ../shared/datasets/zh_sentiment/waimai_10k.csv \
+        ../shared/datasets/zh_sentiment/ChnSentiCorp_htl_all.csv; do
+        $M "sentiment-$(basename "$set" .csv)" -- $BATON sentiment --csv "$set" --skip-empty --json
+    done
+    $M simulate -- $BATON simulate --kb nlu_data --scenarios bench/scenarios/en.jsonl \
+        --scenarios bench/scenarios/zh.jsonl --json
+    $M handoff-latency -- $PY bench/handoff_latency.py --start --conversations 200 --seconds 60 \
+        --escalations 100 --json
+}
+if [ "${1:-}" = "--handoff" ]; then
+    handoff
     exit 0
 fi
 
@@ -55,4 +73,5 @@ $M train-nlu_data -- $BATON train --kb nlu_data --model-dir bench/out/models
 
 # The conversation service under load (uses the model of var/models, trained on first start).
 web_load
+handoff
 echo "all measurements: bench/out/measurements.jsonl"
