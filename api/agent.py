@@ -6,6 +6,8 @@ cannot give headers, as ``?token=``). Signing out ends that token at once.
 
 What an agent may see: conversations assigned to them and the ones waiting for one of their
 skills. A supervisor sees and may act on all. Anything else answers 403, by URL or by API.
+A desk action that cannot be done now (`handoff.desk.DeskError`: the chat is not assigned, not
+yours, no longer waiting) answers with its status and code, in the usual error shape (`api.app`).
 
 The WebSocket (`/ws`) sends JSON frames:
 
@@ -37,7 +39,6 @@ from api.errors import ApiError, forbidden, not_found, unauthorized
 from api.service import Service
 from conversations.states import State
 from handoff.agents import Agent
-from handoff.desk import DeskError
 from handoff.queue import Handoff
 
 log = logging.getLogger(__name__)
@@ -252,10 +253,6 @@ class AgentMessage(BaseModel):
     text: str = Field(description="the message (1-4000 characters)")
 
 
-def _desk_error(error: DeskError) -> ApiError:
-    return ApiError(error.status, error.code, str(error))
-
-
 @router.post("/conversations/{conversation_id}/messages")
 async def send(
     conversation_id: str, body: AgentMessage, agent: CurrentAgent, request: Request
@@ -267,10 +264,7 @@ async def send(
     if len(text) > MAX_AGENT_MESSAGE_CHARS:
         raise ApiError(413, "too_long", f"a message has at most {MAX_AGENT_MESSAGE_CHARS} characters")
     service = _service(request)
-    try:
-        turn = await service.desk.send(conversation_id, agent, text)
-    except DeskError as exc:
-        raise _desk_error(exc) from exc
+    turn = await service.desk.send(conversation_id, agent, text)
     return {"turn": turn.to_dict()}
 
 
@@ -285,10 +279,7 @@ async def add_note(conversation_id: str, body: Note, agent: CurrentAgent, reques
     """Add an internal note to a conversation the agent may see."""
     service = _service(request)
     await _visible(service, agent, conversation_id)
-    try:
-        note = await service.desk.add_note(conversation_id, agent, body.text)
-    except DeskError as exc:
-        raise _desk_error(exc) from exc
+    note = await service.desk.add_note(conversation_id, agent, body.text)
     await service.queue.publish({"type": "note", "conversation_id": conversation_id, "note": note})
     return {"note": note}
 
@@ -308,42 +299,28 @@ async def transfer(
     service = _service(request)
     if body.agent_id is not None and await service.agents.get(body.agent_id) is None:
         raise not_found("no agent has this id")
-    try:
-        moved = await service.desk.transfer(
-            conversation_id, agent, to_agent=body.agent_id, to_skill=body.skill
-        )
-    except DeskError as exc:
-        raise _desk_error(exc) from exc
+    moved = await service.desk.transfer(conversation_id, agent, to_agent=body.agent_id, to_skill=body.skill)
     return {"handoff": handoff_view(moved)}
 
 
 @router.post("/conversations/{conversation_id}/resolve")
 async def resolve(conversation_id: str, agent: CurrentAgent, request: Request) -> dict[str, Any]:
     """End the conversation; the customer is asked for a 1-5 rating."""
-    try:
-        resolved = await _service(request).desk.resolve(conversation_id, agent)
-    except DeskError as exc:
-        raise _desk_error(exc) from exc
+    resolved = await _service(request).desk.resolve(conversation_id, agent)
     return {"conversation": resolved.to_dict()}
 
 
 @router.post("/conversations/{conversation_id}/handback")
 async def hand_back(conversation_id: str, agent: CurrentAgent, request: Request) -> dict[str, Any]:
     """Give the conversation back to the bot."""
-    try:
-        back = await _service(request).desk.hand_back(conversation_id, agent)
-    except DeskError as exc:
-        raise _desk_error(exc) from exc
+    back = await _service(request).desk.hand_back(conversation_id, agent)
     return {"conversation": back.to_dict()}
 
 
 @router.post("/conversations/{conversation_id}/close")
 async def close(conversation_id: str, agent: CurrentAgent, request: Request) -> dict[str, Any]:
     """Close a chat or left message that is still waiting (answered some other way)."""
-    try:
-        closed = await _service(request).desk.close_waiting(conversation_id, agent)
-    except DeskError as exc:
-        raise _desk_error(exc) from exc
+    closed = await _service(request).desk.close_waiting(conversation_id, agent)
     return {"conversation": closed.to_dict()}
 
 

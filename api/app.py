@@ -19,6 +19,7 @@ from api.channels import web as web_channel
 from api.errors import ApiError
 from api.identities import router as backend_router
 from api.service import Service
+from handoff.desk import DeskError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,10 @@ def create_app(start_service: ServiceFactory) -> FastAPI:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         return JSONResponse({"error": error.to_dict()}, status_code=error.status, headers=error.headers())
+
+    @app.exception_handler(DeskError)
+    async def desk_error(request: Request, error: DeskError) -> JSONResponse:
+        return JSONResponse({"error": {"code": error.code, "message": str(error)}}, status_code=error.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -159,7 +159,9 @@ def test_quick_reply_shows_its_title_and_gets_an_answer(page: Page, baton_servic
     said = ["tell me a joke", "how much is shipping?", "write me a poem", "Talk to a person"]
     expect(texts(page, "customer")).to_have_text(said)
     expect(page.locator("#transcript")).not_to_contain_text("/human_handoff")
-    expect(replies(page)).to_have_count(answered + 1)
+    # The bot's confirmation, then where the customer stands (nobody is online: leave a message).
+    expect(replies(page)).to_have_count(answered + 2)
+    expect(replies(page).last).to_contain_text("Leave a message")
     expect(page.locator("#transcript .note")).to_have_text(["Connecting you to a person…"])
     expect(person.last).to_be_disabled()
     expect(page.locator("#input")).to_be_focused()
