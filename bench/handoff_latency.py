@@ -111,10 +111,12 @@ from web_load import (  # the web chat load benchmark's helpers (run as a script
     CONNECT_CONCURRENCY,
     ENTITY,
     BenchmarkError,
+    ProcessWatch,
     command_line,
     free_port,
     machine,
     percentile,
+    proc_status_mb,
     run_event_loop,
 )
 from websockets.asyncio.client import ClientConnection, connect
@@ -566,18 +568,6 @@ async def create_agents(
 # -- the service, when --start -----------------------------------------------------------------
 
 
-def proc_status_mb(pid: int, name: str) -> float | None:
-    """A memory figure of /proc/<pid>/status (``VmRSS``, ``VmHWM``) in MB; None if unreadable."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(f"{name}:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        return None
-    return None
-
-
 class StartedService:
     """A private redis-server and ``baton serve`` against it, in a temporary folder.
 
@@ -686,29 +676,12 @@ class StartedService:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class MemoryWatch:
-    """Samples the VmRSS of named processes every second and keeps the peaks."""
+class MemoryWatch(ProcessWatch):
+    """`ProcessWatch` (VmRSS every second, peaks kept), plus the figures at the start of the load."""
 
     def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
+        super().__init__(pids)
         self.start: dict[str, float] = {}
-        self.peak: dict[str, float] = {}
-
-    def sample(self) -> dict[str, float]:
-        """Read every VmRSS now (MB), keeping the peaks."""
-        now: dict[str, float] = {}
-        for name, pid in self.pids.items():
-            value = proc_status_mb(pid, "VmRSS")
-            if value is not None:
-                now[name] = value
-                self.peak[name] = max(self.peak.get(name, 0.0), value)
-        return now
-
-    async def run(self) -> None:
-        """Sample every second until cancelled."""
-        while True:
-            self.sample()
-            await asyncio.sleep(1.0)
 
     def report(self) -> dict[str, dict[str, float | None]]:
         """Per process: VmRSS at the start of the load, at the end, its sampled peak, and VmHWM."""

@@ -374,16 +374,21 @@ def build_sessions(
 # -- processes: memory and CPU -----------------------------------------------------------------
 
 
-def rss_mb(pid: int) -> float | None:
-    """The resident set size of ``pid`` in MB (VmRSS), None if it is gone."""
+def proc_status_mb(pid: int, name: str) -> float | None:
+    """A memory figure of /proc/<pid>/status (``VmRSS``, ``VmHWM``) in MB; None if it is gone."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{name}:"):
                     return int(line.split()[1]) / 1024  # kB
     except OSError:
         return None
     return None
+
+
+def rss_mb(pid: int) -> float | None:
+    """The resident set size of ``pid`` in MB (VmRSS), None if it is gone."""
+    return proc_status_mb(pid, "VmRSS")
 
 
 def cpu_seconds(pid: int) -> float | None:
