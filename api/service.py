@@ -87,8 +87,7 @@ class Service:
         records = Records(redis, prefix)
         signals = SignalStore(redis, prefix)
         desk = HandoffDesk(store, queue, agents, metrics, records, signals, config)
-        queue.on_assigned = desk.joined
-        queue.on_breach = lambda _handoff: metrics.breached()
+        desk.follow_queue()
         sentiment = await asyncio.to_thread(SentimentScorer.load, settings.data_dir / "sentiment")
         nlu = NLUWorker(bot.nlu, settings.nlu_batch_size, settings.nlu_cache_size)
         limiter = RateLimiter(redis, prefix, settings.rate_limit_messages, settings.rate_limit_seconds)

@@ -264,24 +264,17 @@ async def _main(args: argparse.Namespace) -> None:
 
 def _tell_and_count(queue: HandoffQueue, prefix: str) -> None:
     """Do what `baton serve` does after an assignment or a breach here too: tell the customer an
-    agent joined and count the wait (`HandoffDesk.joined`), and count breaches."""
+    agent joined, count the wait and the breaches (`HandoffDesk.follow_queue`)."""
     client = queue.client
-    metrics = Metrics(client, prefix)
-    desk = HandoffDesk(
+    HandoffDesk(
         queue.store,
         queue,
         queue.agents,
-        metrics,
+        Metrics(client, prefix),
         Records(client, prefix),
         SignalStore(client, prefix),
         HandoffConfig(),
-    )
-    queue.on_assigned = desk.joined
-
-    async def breached(_handoff: object) -> None:
-        await metrics.breached()
-
-    queue.on_breach = breached
+    ).follow_queue()
 
 
 def main(argv: list[str] | None = None) -> None:

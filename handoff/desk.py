@@ -128,6 +128,17 @@ class HandoffDesk:
             handoff.conversation_id, "system", text, language=handoff.language
         )
 
+    def follow_queue(self) -> None:
+        """Have the queue call `joined` after each assignment and count each breach, in
+        whichever process assigns (``baton serve``'s assigners or ``python -m handoff.assigner``)."""
+        self.queue.on_assigned = self.joined
+        self.queue.on_breach = self.breached
+
+    async def breached(self, handoff: Handoff) -> None:
+        """Count a first-response breach (the queue marks each handoff once)."""
+        del handoff  # the count is all the metrics keep
+        await self.metrics.breached()
+
     async def joined(self, handoff: Handoff) -> None:
         """Tell the customer an agent has taken the chat, and count the wait (once per assignment)."""
         agent = await self.agents.get(handoff.agent_id or "")
