@@ -149,15 +149,18 @@ async def set_status(body: Status, agent: CurrentAgent, request: Request) -> dic
 
 
 async def _agent_view(service: Service, agent: Agent) -> dict[str, Any]:
-    online = {a.id for a in await service.agents.online()}
-    return {**agent.to_dict(), "online": agent.id in online, "load": await service.agents.load(agent.id)}
+    online = await service.agents.is_online(agent.id)
+    return {**agent.to_dict(), "online": online, "load": await service.agents.load(agent.id)}
 
 
 @router.get("/agents")
 async def list_agents(agent: CurrentAgent, request: Request) -> dict[str, Any]:
     """Every agent with skills, languages, online state and load (to pick whom to transfer to)."""
     service = _service(request)
-    return {"agents": [await _agent_view(service, a) for a in await service.agents.all()]}
+    everyone = await service.agents.all()
+    online = {a.id for a in await service.agents.online()}
+    loads = await service.agents.loads([a.id for a in everyone])
+    return {"agents": [{**a.to_dict(), "online": a.id in online, "load": loads[a.id]} for a in everyone]}
 
 
 # -- the queue ------------------------------------------------------------------------------

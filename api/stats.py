@@ -29,7 +29,7 @@ async def live_figures(service: Service) -> dict[str, Any]:
     waiting = await service.queue.waiting(None, limit=10_000)
     now = time.time()
     online = await service.agents.online()
-    loads = {agent.id: await service.agents.load(agent.id) for agent in online}
+    loads = await service.agents.loads([agent.id for agent in online])
     return {
         "queue_length": len(waiting),
         "tickets_waiting": sum(1 for h in waiting if h.ticket),

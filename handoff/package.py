@@ -148,12 +148,13 @@ class PackageBuilder:
             outcome = "resolved_by_agent"
         else:
             outcome = "resolved_by_bot"
+        fields = conversation.to_dict()
         return {
             "id": conversation.id,
             "channel": conversation.channel,
             "language": conversation.language,
-            "created_at": conversation.to_dict()["created_at"],
-            "updated_at": conversation.to_dict()["updated_at"],
+            "created_at": fields["created_at"],
+            "updated_at": fields["updated_at"],
             "state": conversation.state.value,
             "handoff_count": conversation.handoff_count,
             "last_reason": conversation.last_reason,

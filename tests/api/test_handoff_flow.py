@@ -231,6 +231,10 @@ def test_transfer_to_another_agent_moves_the_chat_to_their_socket(agents, custom
     conversation_id = alice.wait_for(lambda f: f["type"] == "assigned")["handoff"]["conversation_id"]
     bob.online()
     bob.connect()
+    listed = {a["id"]: a for a in alice.call("GET", "/agents").json()["agents"]}
+    assert (listed["alice"]["online"], listed["alice"]["load"]) == (True, 1)
+    assert (listed["bob"]["online"], listed["bob"]["load"]) == (True, 0)
+    assert listed["chen"]["online"] is False
     moved = alice.call("POST", f"/conversations/{conversation_id}/transfer", json={"agent_id": "bob"})
     assert moved.status_code == 200 and moved.json()["handoff"]["agent_id"] == "bob"
     assert bob.wait_for(lambda f: f["type"] == "assigned")["handoff"]["conversation_id"] == conversation_id
