@@ -231,9 +231,12 @@ def test_transfer_to_another_agent_moves_the_chat_to_their_socket(agents, custom
     conversation_id = alice.wait_for(lambda f: f["type"] == "assigned")["handoff"]["conversation_id"]
     bob.online()
     bob.connect()
+    # Earlier tests may have left chats that were routed to them: compare with each one's own list.
     listed = {a["id"]: a for a in alice.call("GET", "/agents").json()["agents"]}
-    assert (listed["alice"]["online"], listed["alice"]["load"]) == (True, 1)
-    assert (listed["bob"]["online"], listed["bob"]["load"]) == (True, 0)
+    for agent in (alice, bob):
+        chats = agent.call("GET", "/chats").json()["chats"]
+        assert (listed[agent.id]["online"], listed[agent.id]["load"]) == (True, len(chats))
+    assert conversation_id in [c["conversation_id"] for c in alice.call("GET", "/chats").json()["chats"]]
     assert listed["chen"]["online"] is False
     moved = alice.call("POST", f"/conversations/{conversation_id}/transfer", json={"agent_id": "bob"})
     assert moved.status_code == 200 and moved.json()["handoff"]["agent_id"] == "bob"
