@@ -82,7 +82,7 @@ class Service:
             log.info(
                 "created %d demo agents (see the README); set BATON_SEED_DEMO_AGENTS=false to stop", seeded
             )
-        queue = HandoffQueue(redis, store, prefix=prefix, config=config)
+        queue = HandoffQueue(redis, store, prefix=prefix, config=config, routing=settings.routing)
         metrics = Metrics(redis, prefix)
         records = Records(redis, prefix)
         signals = SignalStore(redis, prefix)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,10 @@ class Settings(BaseSettings):
     # -- handoff and agents --------------------------------------------------------------------
     assign_workers: int = Field(
         1, ge=0, description="handoff assigners this process runs (0: another process does)"
+    )
+    routing: Literal["assign", "broadcast"] = Field(
+        "assign",
+        description="assign: waiting chats go to the best online agent; broadcast: agents accept them",
     )
     agent_token_hours: float = Field(12, gt=0, description="how long an agent's sign-in stays valid")
     seed_demo_agents: bool = Field(

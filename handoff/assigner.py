@@ -7,7 +7,7 @@ Each round (`Assigner.step`):
 2. XREADGROUP new entries;
 3. admit each (new -> waiting; idempotent, so admitting twice after a crash is harmless) and
    only then XACK it (and XDEL it: the stream only holds work not yet done);
-4. `HandoffQueue.match`: assign waiting handoffs to agents with room;
+4. `HandoffQueue.match`: assign waiting handoffs to agents with room (not under broadcast routing);
 5. `HandoffQueue.check_breaches`.
 
 Any number of assigners may run at once on one Redis, in one process or many, each with its
@@ -39,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from handoff.desk import HandoffDesk
 from handoff.keys import DEFAULT_PREFIX, GROUP
 from handoff.metrics import Metrics
-from handoff.queue import HandoffQueue
+from handoff.queue import ROUTINGS, HandoffQueue
 from handoff.records import Records
 from handoff.signal_store import SignalStore
 from knowledge_index.handoff_file import HandoffConfig
@@ -238,6 +238,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="FOR FAULT TESTS ONLY: sleep this long between the steps of one assignment",
     )
+    parser.add_argument(
+        "--routing",
+        choices=ROUTINGS,
+        default=os.environ.get("BATON_ROUTING", "assign"),
+        help="assign: route waiting chats to agents; broadcast: leave them for agents to accept"
+        " (must match the service's BATON_ROUTING; default %(default)s)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -247,7 +254,7 @@ async def _main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with HandoffQueue.from_url(args.redis_url, prefix=args.prefix) as queue:
+    async with HandoffQueue.from_url(args.redis_url, prefix=args.prefix, routing=args.routing) as queue:
         _tell_and_count(queue, args.prefix)
         assigner = Assigner(
             queue,

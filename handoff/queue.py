@@ -24,6 +24,10 @@ leaves the two disagreeing; `HandoffQueue.reconcile` finishes that work.
 Priority is a virtual arrival time: ``created_at - vip_priority_seconds * vip -
 severity_priority_seconds * severity``, lower first, ties older first. A handoff whose skill
 (and language) no online agent has simply waits; it is not widened to another skill.
+
+Routing (``routing``): ``assign`` (the default) pushes each waiting handoff to the best online
+agent with room (`match`); ``broadcast`` leaves them waiting for an agent with the skill to
+accept one (`claim`), as contact centres do where agents pick their chats.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ log = logging.getLogger(__name__)
 
 Status = Literal["new", "waiting", "assigned", "closed"]
 Outcome = Literal["resolved", "handback", "closed"]
+Routing = Literal["assign", "broadcast"]
+ROUTINGS: tuple[Routing, ...] = ("assign", "broadcast")
 OUTCOMES: tuple[str, ...] = ("resolved", "handback", "closed")
 
 # A hook called at named points of an assignment ("before_claim", "after_claim_script"); only
@@ -516,6 +522,7 @@ class HandoffQueue(RedisClientHolder):
         average_handle_seconds: how long an agent spends on a chat, for the wait estimate.
         first_response_seconds: an agent should answer within this long of the handoff.
         audit_maxlen: about how many events the audit stream keeps.
+        routing: ``assign`` (push waiting handoffs to agents) or ``broadcast`` (agents accept them).
         owns_client: close ``client`` in `aclose`.
     """
 
@@ -531,8 +538,11 @@ class HandoffQueue(RedisClientHolder):
         average_handle_seconds: float = 240,
         first_response_seconds: float = 30,
         audit_maxlen: int = 100_000,
+        routing: Routing = "assign",
         owns_client: bool = False,
     ) -> None:
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
         if not client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("the Redis client must be created with decode_responses=True")
         self.client = client
@@ -550,6 +560,7 @@ class HandoffQueue(RedisClientHolder):
         self.average_handle_seconds = average_handle_seconds
         self.first_response_seconds = first_response_seconds
         self.audit_maxlen = audit_maxlen
+        self.routing = routing
         # Called once per successful claim, in the process that made it (after the conversation
         # moved), and once per breach found by check_breaches: e.g. tell the customer, count.
         self.on_assigned: HandoffHook | None = None
@@ -755,8 +766,10 @@ class HandoffQueue(RedisClientHolder):
         ``limit`` bounds how many waiting handoffs one call looks at.
 
         Returns:
-            The handoffs this call assigned.
+            The handoffs this call assigned (none under ``broadcast`` routing).
         """
+        if self.routing == "broadcast":
+            return []
         agents = [agent for agent in await self.agents.online() if agent.max_chats > 0]
         if not agents:
             return []

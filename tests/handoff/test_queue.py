@@ -213,6 +213,27 @@ def test_least_loaded_agent_gets_the_chat(redis_url):
     asyncio.run(main())
 
 
+def test_broadcast_routing_leaves_chats_waiting_until_an_agent_accepts(redis_url):
+    async def main() -> None:
+        async with opened(redis_url, routing="broadcast") as queue:
+            await add_agent(queue, Agent("b1", "B1", max_chats=3))
+            handoff = await escalate(queue, "v-broadcast")
+            assert not handoff.ticket  # someone online could take it: not a left message
+            assert await queue.match() == []
+            waiting = await queue.get(handoff.id)
+            assert waiting is not None and waiting.status == "waiting"
+            assert (await queue.claim(handoff.id, "b1")).ok
+            taken = await queue.get(handoff.id)
+            assert taken is not None and taken.status == "assigned" and taken.agent_id == "b1"
+
+    asyncio.run(main())
+
+
+def test_an_unknown_routing_is_refused(redis_url):
+    with pytest.raises(ValueError, match="routing must be one of assign, broadcast"):
+        HandoffQueue(Redis.from_url(redis_url, decode_responses=True), routing="round-robin")  # type: ignore[arg-type]
+
+
 def test_capacity_is_never_exceeded_by_concurrent_matches(redis_url):
     async def main() -> None:
         async with opened(redis_url) as queue:
