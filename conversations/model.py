@@ -162,6 +162,7 @@ class Turn:
     timings: dict[str, float] = field(default_factory=dict)  # e.g. {"nlu_ms": 7.1}
     buttons: list[dict[str, str]] = field(default_factory=list)  # quick replies: {"title", "payload"}
     reply_to: int | None = None  # a bot turn: the seq of the customer turn it answers
+    author: str | None = None  # an agent turn: the agent who wrote it (chats move between agents)
 
     def __post_init__(self) -> None:
         _check_channel(self.channel)
@@ -184,6 +185,7 @@ class Turn:
             "timings": dict(self.timings),
             "buttons": [dict(b) for b in self.buttons],
             "reply_to": self.reply_to,
+            "author": self.author,
         }
 
     @classmethod
@@ -203,6 +205,7 @@ class Turn:
             timings=dict(data.get("timings") or {}),
             buttons=[dict(b) for b in data.get("buttons") or ()],
             reply_to=data.get("reply_to"),
+            author=data.get("author"),
         )
 
 

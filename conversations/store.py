@@ -386,12 +386,14 @@ class ConversationStore(RedisClientHolder):
         language: str | None = None,
         timings: dict[str, float] | None = None,
         buttons: Sequence[dict[str, str]] = (),
+        author: str | None = None,
     ) -> Turn:
         """Store an agent's or a system message (``sender`` ``agent`` or ``system``).
 
         Customer and bot turns have their own methods, so that dedupe and the bot's
         silence cannot be bypassed. ``channel`` and ``language`` default to the conversation's.
-        ``buttons`` are quick replies (e.g. the 1-5 rating after a resolve).
+        ``buttons`` are quick replies (e.g. the 1-5 rating after a resolve); ``author`` is the
+        agent who wrote an agent turn.
 
         Raises:
             ValueError: ``sender`` is not ``agent`` or ``system``.
@@ -401,7 +403,17 @@ class ConversationStore(RedisClientHolder):
             raise ValueError(f"append_turn stores agent and system turns, not {sender!r}")
         channel, language = await self._defaults(conversation_id, channel, language)
         turn, _stored = await self._append(
-            "other", conversation_id, sender, text, channel, language, None, None, timings, buttons
+            "other",
+            conversation_id,
+            sender,
+            text,
+            channel,
+            language,
+            None,
+            None,
+            timings,
+            buttons,
+            author=author,
         )
         return turn
 
@@ -506,6 +518,7 @@ class ConversationStore(RedisClientHolder):
         timings: dict[str, float] | None,
         buttons: Sequence[dict[str, str]] = (),
         reply_to: int | None = None,
+        author: str | None = None,
     ) -> tuple[Turn, bool]:
         moment = utcnow()
         draft = Turn(
@@ -522,6 +535,7 @@ class ConversationStore(RedisClientHolder):
             timings=dict(timings or {}),
             buttons=[dict(b) for b in buttons],
             reply_to=reply_to,
+            author=author,
         )
         fields = draft.to_dict()
         del fields["seq"]

@@ -169,7 +169,9 @@ class HandoffDesk:
     async def send(self, conversation_id: str, agent: Agent, text: str) -> Turn:
         """Store the agent's message (channels deliver it); the first one stops the first-response clock."""
         conversation, handoff = await self._mine(conversation_id, agent)
-        turn = await self.store.append_turn(conversation_id, "agent", text, language=conversation.language)
+        turn = await self.store.append_turn(
+            conversation_id, "agent", text, language=conversation.language, author=agent.id
+        )
         seconds = await self.queue.record_first_response(handoff.id)
         if seconds is not None:
             await self.metrics.first_response(seconds)

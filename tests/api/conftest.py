@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -129,3 +130,55 @@ def app_client(baton_service):
     """An HTTP client for the app API of the service."""
     with httpx.Client(base_url=baton_service.url, timeout=WAIT) as client:
         yield client
+
+
+DEMO = ("alice", "bob", "chen", "sam")
+
+
+class Agent:
+    """A demo agent (`DEMO`) signed in over the agent API, with an optional live WebSocket."""
+
+    def __init__(self, service: ServiceProcess, agent_id: str, password: str | None = None) -> None:
+        self.service = service
+        self.id = agent_id
+        answer = httpx.post(
+            f"{service.url}/api/v1/agent/session",
+            json={"agent_id": agent_id, "password": password or f"{agent_id}-demo"},
+        )
+        answer.raise_for_status()
+        self.token = answer.json()["token"]
+        self.ws: ClientConnection | None = None
+        self._stack = contextlib.ExitStack()
+
+    def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{self.service.url}/api/v1/agent{path}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=WAIT,
+            **kw,
+        )
+
+    def online(self, on: bool = True) -> None:
+        assert self.call("PUT", "/status", json={"online": on}).json()["online"] is on
+
+    def connect(self) -> dict[str, Any]:
+        self.ws = self._stack.enter_context(
+            connect(f"{self.service.ws_url}/api/v1/agent/ws?token={self.token}", open_timeout=WAIT)
+        )
+        return self.frame()
+
+    def frame(self, timeout: float = WAIT) -> dict[str, Any]:
+        assert self.ws is not None
+        return json.loads(self.ws.recv(timeout=timeout))
+
+    def wait_for(self, test: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            frame = self.frame(timeout=max(0.1, deadline - time.monotonic()))
+            if test(frame):
+                return frame
+        raise AssertionError("the expected frame did not come")
+
+    def close(self) -> None:
+        self._stack.close()

@@ -7,7 +7,6 @@ it needs online and everyone offline again afterwards, so the order of tests doe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -15,61 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.sync.client import ClientConnection, connect
 
-from tests.api.conftest import WAIT, WebVisitor
-from tests.conftest import ServiceProcess
-
-DEMO = ("alice", "bob", "chen", "sam")
-
-
-class Agent:
-    """An agent signed in over the API, with an optional live WebSocket."""
-
-    def __init__(self, service: ServiceProcess, agent_id: str, password: str | None = None) -> None:
-        self.service = service
-        self.id = agent_id
-        answer = httpx.post(
-            f"{service.url}/api/v1/agent/session",
-            json={"agent_id": agent_id, "password": password or f"{agent_id}-demo"},
-        )
-        answer.raise_for_status()
-        self.token = answer.json()["token"]
-        self.ws: ClientConnection | None = None
-        self._stack = contextlib.ExitStack()
-
-    def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        return httpx.request(
-            method,
-            f"{self.service.url}/api/v1/agent{path}",
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=WAIT,
-            **kw,
-        )
-
-    def online(self, on: bool = True) -> None:
-        assert self.call("PUT", "/status", json={"online": on}).json()["online"] is on
-
-    def connect(self) -> dict[str, Any]:
-        self.ws = self._stack.enter_context(
-            connect(f"{self.service.ws_url}/api/v1/agent/ws?token={self.token}", open_timeout=WAIT)
-        )
-        return self.frame()
-
-    def frame(self, timeout: float = WAIT) -> dict[str, Any]:
-        assert self.ws is not None
-        return json.loads(self.ws.recv(timeout=timeout))
-
-    def wait_for(self, test: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            frame = self.frame(timeout=max(0.1, deadline - time.monotonic()))
-            if test(frame):
-                return frame
-        raise AssertionError("the expected frame did not come")
-
-    def close(self) -> None:
-        self._stack.close()
+from tests.api.conftest import DEMO, WAIT, Agent, WebVisitor
 
 
 def visitor_wait(visitor: WebVisitor, test: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
@@ -161,7 +107,9 @@ def test_a_request_for_a_person_reaches_the_agent_with_the_package_and_the_whole
         "POST", f"/conversations/{conversation_id}/messages", json={"text": "Hi, I'm Alice. How can I help?"}
     )
     assert sent.status_code == 200
+    assert sent.json()["turn"]["author"] == "alice"  # the transcript says which agent wrote it
     frames = visitor_wait(customer, is_turn("agent", "I'm Alice"))
+    assert all("author" not in f.get("turn", {}) for f in frames)  # agents' ids stay internal
     assert not any("SECRET NOTE" in json.dumps(f) for f in frames)
 
     # The customer's next message goes to the agent, not the bot.
