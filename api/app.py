@@ -1,4 +1,5 @@
-"""The FastAPI application: the chat page, the web and app channels, the agent API, stats, health, errors."""
+"""The FastAPI application: the chat page, the web and app channels, the agent API and panel, stats,
+health, errors."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import agent, stats
+from agent_assist.panel import STATIC as PANEL_STATIC
+from api import agent, panel, stats
 from api.channels import app as app_channel
 from api.channels import web as web_channel
 from api.errors import ApiError
@@ -53,7 +55,9 @@ def create_app(start_service: ServiceFactory) -> FastAPI:
     app.include_router(backend_router)
     app.include_router(agent.router)
     app.include_router(stats.router)
+    app.include_router(panel.router)
     app.mount("/static/web", StaticFiles(directory=web_channel.STATIC), name="web-static")
+    app.mount("/static/agent", StaticFiles(directory=PANEL_STATIC), name="agent-static")
 
     @app.get("/healthz", tags=["service"])
     async def healthz(request: Request) -> JSONResponse:

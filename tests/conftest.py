@@ -86,12 +86,23 @@ class ServiceProcess:
     APP_KEY = "test-app-key"
     APP_SECRET = "test-app-secret-0123456789abcdef"
 
-    def __init__(self, kb: Path, workdir: Path, redis_url: str | None) -> None:
+    def __init__(
+        self,
+        kb: Path,
+        workdir: Path,
+        redis_url: str | None,
+        *,
+        model_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``model_dir`` may be another service's, to reuse its trained model; ``env`` adds settings."""
         from conversations.redis_server import free_port
 
         self.kb = kb
         self.workdir = workdir
         self.redis_url = redis_url
+        self.model_dir = model_dir or workdir / "models"
+        self.extra_env = dict(env or {})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -105,12 +116,13 @@ class ServiceProcess:
             "BATON_DATA_DIR": str(self.workdir / "var"),
             "BATON_APP_KEY": self.APP_KEY,
             "BATON_APP_SECRET": self.APP_SECRET,
+            **self.extra_env,
         }
         env.pop("REDIS_URL", None)
         if self.redis_url:  # else baton serve starts a private Redis of its own
             env["REDIS_URL"] = self.redis_url
         command = [sys.executable, "-m", "api.cli", "serve", "--kb", str(self.kb)]
-        command += ["--model-dir", str(self.workdir / "models"), "--port", str(self.port)]
+        command += ["--model-dir", str(self.model_dir), "--port", str(self.port)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
+
+from tests.browser.chat_page import open_chat, replies, send, texts
 
 TINY_KB = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_kb"
 DOMAIN = yaml.safe_load((TINY_KB / "domain.yml").read_text(encoding="utf-8"))
@@ -46,25 +48,6 @@ def kb_response(name: str, language: str) -> str:
         if language in languages or (not languages and language == "en"):
             return variation["text"]
     raise KeyError(f"{name} has no {language} variation")
-
-
-def open_chat(page: Page, service: Any) -> None:
-    page.goto(f"{service.url}/")
-    expect(page.locator("body")).to_have_attribute("data-status", "open")
-
-
-def send(page: Page, text: str) -> None:
-    page.locator("#input").fill(text)
-    page.locator("#input").press("Enter")
-
-
-def texts(page: Page, sender: str) -> Locator:
-    return page.locator(f'#transcript .message[data-sender="{sender}"] .message__text')
-
-
-def replies(page: Page) -> Locator:
-    """Every message not from the customer: the bot's, an agent's, the system's."""
-    return page.locator('#transcript .message:not([data-sender="customer"]) .message__text')
 
 
 def conversation_ids(page: Page) -> list[str | None]:
