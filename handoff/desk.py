@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from agent_assist.summary import summarize
 from conversations.model import Conversation, Turn
 from conversations.states import InvalidTransition, State
 from conversations.store import ConversationStore
@@ -26,6 +27,8 @@ from handoff.signals import SEVERITY, Escalation
 from knowledge_index.handoff_file import HandoffConfig
 
 log = logging.getLogger(__name__)
+
+SUMMARY_TURNS = 200  # the queue's summary reads at most this many turns (escalations come far sooner)
 
 
 class DeskError(Exception):
@@ -73,6 +76,8 @@ class HandoffDesk:
         except InvalidTransition:  # another replica escalated it first, or an agent has it
             return None
         customer = await self.store.get_customer(conversation.customer_id)
+        # The queue shows this summary, so an agent can choose a chat before opening it.
+        turns = await self.store.turns(conversation_id, limit=SUMMARY_TURNS)
         request = HandoffRequest(
             conversation_id=conversation_id,
             customer_id=conversation.customer_id,
@@ -82,6 +87,7 @@ class HandoffDesk:
             reasons=escalation.reasons,
             severity=escalation.severity,
             vip=customer is not None and customer.tier in self.config.vip_tiers,
+            summary=summarize([t.to_dict() for t in turns], escalation.reasons, language),
         )
         handoff = await self.queue.enqueue(request, conversation.handoff_count)
         await self.metrics.handed_off(
