@@ -182,3 +182,14 @@ class Agent:
 
     def close(self) -> None:
         self._stack.close()
+
+
+def visitor_wait(visitor: WebVisitor, test: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """Frames the visitor receives up to and including the first that passes ``test``."""
+    seen = []
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        seen.append(visitor.frame(timeout=max(0.1, deadline - time.monotonic())))
+        if test(seen[-1]):
+            return seen
+    raise AssertionError(f"the expected frame did not come; got {seen}")

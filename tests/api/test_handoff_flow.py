@@ -8,25 +8,13 @@ it needs online and everyone offline again afterwards, so the order of tests doe
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.api.conftest import DEMO, WAIT, Agent, WebVisitor
-
-
-def visitor_wait(visitor: WebVisitor, test: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-    """Frames the visitor receives up to and including the first that passes ``test``."""
-    seen = []
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        seen.append(visitor.frame(timeout=max(0.1, deadline - time.monotonic())))
-        if test(seen[-1]):
-            return seen
-    raise AssertionError(f"the expected frame did not come; got {seen}")
+from tests.api.conftest import DEMO, Agent, WebVisitor, visitor_wait
 
 
 def is_turn(sender: str, contains: str = "") -> Callable[[dict[str, Any]], bool]:
@@ -86,6 +74,7 @@ def test_a_request_for_a_person_reaches_the_agent_with_the_package_and_the_whole
     package = assigned["package"]
     conversation_id = assigned["handoff"]["conversation_id"]
     assert assigned["handoff"]["reasons"][0] == "explicit_request"
+    assert "shipping" in assigned["handoff"]["summary"]  # the queue's preview of the chat
     assert [t["text"] for t in package["transcript"] if t["sender"] == "customer"] == [
         "what does shipping cost?",
         "I want to talk to a human",
