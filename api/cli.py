@@ -290,7 +290,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         hide_tokens()  # here: uvicorn has set up its loggers by now
         service = await Service.start(settings, trained, redis_url)
         print(
-            f"\nBaton is ready.\n  chat page: {base}/\n  API docs:  {base}/docs\n  health:    {base}/healthz\n",
+            "\nBaton is ready.\n"
+            f"  chat page:   {base}/\n"
+            f"  agent desk:  {base}/agent\n"
+            f"  supervisor:  {base}/agent/supervisor\n"
+            f"  API docs:    {base}/docs\n"
+            f"  health:      {base}/healthz\n",
             flush=True,
         )
         return service

@@ -142,6 +142,7 @@ def test_escalation_reaches_the_desk_and_the_agent_accepts_replies_with_an_edite
     )
     expect(entry.locator(".badge--reason").first).to_have_text("Asked for a person")
     expect(entry.locator(".item__meta")).to_have_text("Web · EN · general")
+    expect(entry.locator(".item__summary")).to_contain_text("shipping")  # what the chat is about
     expect(entry.locator(".item__wait")).to_have_text(re.compile(r"^0:\d\d$"))  # the wait, m:ss
     expect(agent).to_have_title("(1) Agent desk · Baton")
 
@@ -193,6 +194,10 @@ def test_a_routed_chat_opens_by_itself_and_marks_and_suggestions_follow_each_cus
 ) -> None:
     agent = new_page("agent", viewport=DESK)
     sign_in(agent, desk, "alice")
+    alerts = agent.locator("#alerts")
+    alerts.click()  # tone and desktop notification on; the choice is kept
+    expect(alerts).to_have_attribute("aria-pressed", "true")
+    assert agent.evaluate("localStorage.getItem('baton.agent.alerts')") == "on"
     customer = new_page("customer")
 
     escalate(customer, desk)

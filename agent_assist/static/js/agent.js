@@ -31,6 +31,7 @@ import { TransferDialog } from './transfer.js';
 
 const MAX_CHARS = 4000;
 const TOAST_MS = 4000;
+const RETRY_MS = 5000;
 const NEAR_END_PX = 64; // an agent reading this close to the end is kept at the end as turns arrive
 const OPEN_STATUSES = new Set(['new', 'waiting']);
 
@@ -70,7 +71,11 @@ async function startDesk() {
   try {
     desk.me = await session.call('GET', `${AGENT_API}/me`);
   } catch (failure) {
-    if (failure.status !== 401) toast(i18n.t('error_unknown', { message: failure.message }), 'error');
+    if (failure.status === 401) return; // session.onExpired shows the sign-in form
+    // The service is restarting or unreachable: say so and try again.
+    document.body.dataset.connection = 'lost';
+    byId('connection').textContent = i18n.t('connectionLost');
+    setTimeout(() => session.signedIn && startDesk(), RETRY_MS);
     return;
   }
   drawMe();
