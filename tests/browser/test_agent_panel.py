@@ -223,6 +223,12 @@ def test_a_routed_chat_opens_by_itself_and_marks_and_suggestions_follow_each_cus
     expect(texts(customer, "bot").last).not_to_have_text("")
     expect(replies(customer)).not_to_have_count(count)
 
+    # With no chat of her own open, the next routed chat opens by itself too.
+    first = conversation_id(agent)
+    escalate(new_page("second customer"), desk)
+    expect(agent.locator("#chat-view")).to_have_attribute("data-mode", "mine")
+    assert conversation_id(agent) != first
+
 
 def test_customer_text_and_notes_are_shown_as_text_never_run(
     new_page: PageOpener, desk: ServiceProcess

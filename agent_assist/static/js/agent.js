@@ -187,8 +187,9 @@ function onAssigned(handoff, pack) {
   desk.queue.delete(handoff.id);
   desk.queueUnseen.delete(handoff.id);
   alerts.notify(i18n.t('newChat', { reason: reasonText(handoff) }), handoff.summary, handoff.id);
-  if (!desk.active || desk.active.id === handoff.conversation_id) {
-    // Nothing open, or the agent was looking at this very chat in the queue: show it at once.
+  if (mode() !== 'mine' || desk.active.id === handoff.conversation_id) {
+    // The agent is not in a chat of their own (nothing open, one resolved or handed on, a
+    // preview of the queue): show the new chat at once. Otherwise it waits in the list, unread.
     if (pack) showConversation(handoff.conversation_id, pack);
     else openConversation(handoff.conversation_id);
     history.replaceState(null, '', `#/c/${encodeURIComponent(handoff.conversation_id)}`);
