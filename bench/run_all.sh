@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reproduce the figures of bench/RESULTS.md (about 17 minutes on 2 cores; --core: the headline
 # figures only, about 5 minutes, without the encoder comparison).
-# Usage: bash bench/run_all.sh [--core | --web | --handoff]   (after `make install`; on an idle machine)
+# Usage: bash bench/run_all.sh [--core | --web | --handoff | --desk]   (after `make install`; on an idle machine)
 # --web: only the web chat load benchmark (about 2 minutes), added to bench/out/measurements.jsonl.
 # --handoff: only the escalation figures (sentiment, simulation, handoff latency; about 4 minutes).
+# --desk: only the agent desk in Chromium (about 1 minute; needs /usr/bin/chromium, `make browser`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -35,6 +36,15 @@ handoff() {
 }
 if [ "${1:-}" = "--handoff" ]; then
     handoff
+    exit 0
+fi
+
+# The agent desk in Chromium: escalation -> the desk, messages, suggestions, replies, resolve.
+desk() {
+    $M agent-desk -- $PY bench/agent_desk.py --chats 30 --loads 10 --json
+}
+if [ "${1:-}" = "--desk" ]; then
+    desk
     exit 0
 fi
 
@@ -74,4 +84,5 @@ $M train-nlu_data -- $BATON train --kb nlu_data --model-dir bench/out/models
 # The conversation service under load (uses the model of var/models, trained on first start).
 web_load
 handoff
+desk
 echo "all measurements: bench/out/measurements.jsonl"
