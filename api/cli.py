@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -300,14 +301,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         )
         return service
 
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the handler that
+    # was there before it: the default one would end the process before `finally` stops the
+    # private Redis. This one makes SIGTERM end the run the way Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _exit_quietly)
     try:
         uvicorn.run(
             create_app(start_service), host=args.host, port=args.port, log_level="info", ws="websockets"
         )
+    except SystemExit as stopped:
+        if stopped.code not in (None, 0):
+            raise
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if redis_server is not None:
             redis_server.stop()
     return 0
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    """A SIGTERM handler: end the command like a normal return (exit status 0)."""
+    raise SystemExit(0)
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:

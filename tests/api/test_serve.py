@@ -1,4 +1,5 @@
-"""`baton serve` on its own: without REDIS_URL it runs a private Redis with AOF under the data folder, and Ctrl-C stops both."""
+"""`baton serve` on its own: without REDIS_URL it runs a private Redis with AOF under the data folder,
+and Ctrl-C or SIGTERM (what process managers send) stops both."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import socket
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import TINY_KB, ServiceProcess
 
@@ -17,8 +19,10 @@ def private_redis_address(log: str) -> str:
     return line.split("redis://", 1)[1].split("/", 1)[0]
 
 
-def test_a_private_redis_is_started_kept_on_disk_and_stopped_with_the_service(tmp_path):
-    service = ServiceProcess(TINY_KB, tmp_path, redis_url=None)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_private_redis_is_started_kept_on_disk_and_stopped_with_the_service(tmp_path, baton_service, stop):
+    # The trained model of the session's service, so this one starts without training again.
+    service = ServiceProcess(TINY_KB, tmp_path, redis_url=None, model_dir=baton_service.model_dir)
     service.start()
     try:
         answer = httpx.post(f"{service.url}/api/v1/web/session", json={})
@@ -26,7 +30,7 @@ def test_a_private_redis_is_started_kept_on_disk_and_stopped_with_the_service(tm
         address = private_redis_address(service.log_tail(200))
         assert httpx.get(f"{service.url}/healthz").json()["status"] == "ok"
     finally:
-        service.stop(signal.SIGINT)  # what Ctrl-C sends
+        service.stop(stop)
     data = tmp_path / "var" / "redis"
     assert any(p.name.startswith("appendonly") for p in data.iterdir())  # AOF persistence is on
     host, port = address.split(":")
@@ -38,4 +42,4 @@ def test_a_private_redis_is_started_kept_on_disk_and_stopped_with_the_service(tm
         except OSError:
             break
     else:
-        raise AssertionError(f"the private Redis at {address} is still running after Ctrl-C")
+        raise AssertionError(f"the private Redis at {address} is still running after {stop.name}")
