@@ -268,7 +268,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
-    from api.logs import hide_tokens
+    from api.logs import hide_credentials
     from api.service import Service
     from conversations.redis_server import RedisServer
 
@@ -288,7 +288,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     base = f"http://{args.host}:{args.port}"
 
     async def start_service() -> Service:
-        hide_tokens()  # here: uvicorn has set up its loggers by now
+        hide_credentials()  # here: uvicorn has set up its loggers by now
         service = await Service.start(settings, trained, redis_url)
         print(
             "\nBaton is ready.\n"
