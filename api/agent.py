@@ -267,8 +267,23 @@ async def send(
     if len(text) > MAX_AGENT_MESSAGE_CHARS:
         raise ApiError(413, "too_long", f"a message has at most {MAX_AGENT_MESSAGE_CHARS} characters")
     service = _service(request)
+    await _visible(service, agent, conversation_id)
+    await _check_reachable(service, conversation_id)
     turn = await service.desk.send(conversation_id, agent, text)
     return {"turn": turn.to_dict()}
+
+
+async def _check_reachable(service: Service, conversation_id: str) -> None:
+    """Refuse (409) a message the customer's channel could not deliver now, rather than lose it."""
+    conversation = await service.store.get_conversation(conversation_id)
+    channel = service.channels.get(conversation.channel) if conversation else None
+    if channel is not None and not await channel.reachable(conversation_id):
+        raise ApiError(
+            409,
+            "unreachable",
+            "the customer can no longer be reached on WeChat: they have not written for 48 hours, "
+            "and WeChat allows no messages until they write again",
+        )
 
 
 class Note(BaseModel):

@@ -18,6 +18,7 @@ from agent_assist.panel import STATIC as PANEL_STATIC
 from api import agent, panel, stats
 from api.channels import app as app_channel
 from api.channels import web as web_channel
+from api.channels import wechat as wechat_channel
 from api.errors import ApiError
 from api.identities import router as backend_router
 from api.service import Service
@@ -37,21 +38,29 @@ def create_app(start_service: ServiceFactory) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = await start_service()
         service.channels = {"web": web_channel.WebChannel(service), "app": app_channel.AppChannel()}
-        app.state.service = service
+        wechat = None
         try:
+            config = wechat_channel.WeChatConfig.from_settings(service.settings)
+            if config is not None:
+                wechat = service.channels["wechat"] = wechat_channel.WeChatChannel(service, config)
+                await wechat.start()
+            app.state.service = service
             yield
         finally:
+            if wechat is not None:
+                await wechat.stop()
             await service.stop()
 
     app = FastAPI(
         title="Baton",
-        summary="Customer-support bot with human handoff: web and app channels, the agent API, stats",
+        summary="Customer-support bot with human handoff: web, app and WeChat channels, the agent API, stats",
         version="0.1.0",
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.include_router(web_channel.router)
     app.include_router(app_channel.router)
+    app.include_router(wechat_channel.router)
     app.include_router(backend_router)
     app.include_router(agent.router)
     app.include_router(stats.router)

@@ -55,6 +55,25 @@ class Settings(BaseSettings):
     nlu_batch_size: int = Field(16, gt=0, description="most messages the NLU worker parses in one batch")
     nlu_cache_size: int = Field(10_000, ge=0, description="parses of repeated messages kept (0: no cache)")
 
+    # -- the WeChat Official Account channel (on when the token is set) ------------------------
+    wechat_token: SecretStr | None = Field(
+        None, description="the Token of the account's server settings; empty: WeChat channel off"
+    )
+    wechat_app_id: str | None = Field(None, description="the account's AppID")
+    wechat_app_secret: SecretStr | None = Field(
+        None, description="the account's AppSecret, for the customer-service message API"
+    )
+    wechat_aes_key: SecretStr | None = Field(
+        None, description="the EncodingAESKey (43 characters); set: safe mode, replies encrypted"
+    )
+    wechat_previous_aes_key: SecretStr | None = Field(
+        None, description="the EncodingAESKey before the last change, still accepted"
+    )
+    wechat_api_base: str = Field("https://api.weixin.qq.com", description="WeChat's API (tests: a local one)")
+    wechat_reply_seconds: float = Field(
+        4.0, gt=0, lt=5, description="how long a callback waits for the bot to reply passively"
+    )
+
     # -- handoff and agents --------------------------------------------------------------------
     assign_workers: int = Field(
         1, ge=0, description="handoff assigners this process runs (0: another process does)"

@@ -260,3 +260,7 @@ class AppChannel:
     async def deliver(self, external_id: str, turn: Turn) -> Delivery:
         """Stored already: the app's stream or next fetch picks it up."""
         return Delivery.STORED
+
+    async def reachable(self, conversation_id: str) -> bool:
+        """Always: the customer's client fetches what it missed when it comes back."""
+        return True

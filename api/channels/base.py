@@ -69,3 +69,7 @@ class ChannelAdapter(Protocol):
 
     async def deliver(self, external_id: str, turn: Turn) -> Delivery:
         """Send ``turn`` (a bot, agent or system turn) to the customer ``external_id``."""
+
+    async def reachable(self, conversation_id: str) -> bool:
+        """False when a message written now could not reach the conversation's customer (WeChat's
+        48-hour window has closed); channels that keep messages for the customer say True."""

@@ -261,3 +261,7 @@ class WebChannel:
         """Turns are stored already; an open page receives them from the store's events at once."""
         customer = await self.service.store.resolve_customer("web", external_id)
         return Delivery.LIVE if customer.id in self.service.web_sessions else Delivery.STORED
+
+    async def reachable(self, conversation_id: str) -> bool:
+        """Always: the customer's client fetches what it missed when it comes back."""
+        return True

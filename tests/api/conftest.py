@@ -193,3 +193,16 @@ def visitor_wait(visitor: WebVisitor, test: Callable[[dict[str, Any]], bool]) ->
         if test(seen[-1]):
             return seen
     raise AssertionError(f"the expected frame did not come; got {seen}")
+
+
+def clear_desk(service: ServiceProcess) -> None:
+    """Every demo agent offline with no chat; no chat waiting (a supervisor closes them)."""
+    agents = [Agent(service, name) for name in DEMO]
+    for agent in agents:
+        agent.online(False)
+        for chat in agent.call("GET", "/chats").json()["chats"]:
+            agent.call("POST", f"/conversations/{chat['conversation_id']}/resolve")
+    supervisor = agents[-1]
+    for waiting in supervisor.call("GET", "/queue").json()["waiting"]:
+        supervisor.call("POST", f"/conversations/{waiting['conversation_id']}/close")
+    assert supervisor.call("GET", "/queue").json()["waiting"] == []

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.api.conftest import DEMO, Agent
+from tests.api.conftest import Agent, clear_desk
 from tests.browser.chat_page import open_chat, replies, send, texts
 from tests.browser.conftest import PageOpener
 from tests.conftest import TINY_KB, ServiceProcess
@@ -55,19 +55,6 @@ def broadcast_service(
         yield service
     finally:
         service.stop()
-
-
-def clear_desk(service: ServiceProcess) -> None:
-    """Every demo agent offline with no chat; no chat waiting (a supervisor closes them)."""
-    agents = [Agent(service, name) for name in DEMO]
-    for agent in agents:
-        agent.online(False)
-        for chat in agent.call("GET", "/chats").json()["chats"]:
-            agent.call("POST", f"/conversations/{chat['conversation_id']}/resolve")
-    supervisor = agents[-1]
-    for waiting in supervisor.call("GET", "/queue").json()["waiting"]:
-        supervisor.call("POST", f"/conversations/{waiting['conversation_id']}/close")
-    assert supervisor.call("GET", "/queue").json()["waiting"] == []
 
 
 @pytest.fixture
