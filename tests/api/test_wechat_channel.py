@@ -19,8 +19,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from api.channels.wechat import WeChatConfig
 from api.channels.wechat_crypto import MessageCipher, signature
 from api.channels.wechat_xml import cdata, parse
+from api.settings import Settings
 from conversations.store import ConversationStore
 from tests.api.conftest import WAIT, Agent, WebVisitor, clear_desk
 from tests.api.wechat_fake import FakeWeChatApi
@@ -486,3 +488,17 @@ def test_a_union_id_joins_the_followers_openids_into_one_customer(wechat: Servic
             await client.aclose()
 
     assert len(asyncio.run(customers())) == 1
+
+
+def test_the_channel_is_off_until_configured_and_a_bad_configuration_is_refused_clearly(
+    baton_service,
+) -> None:
+    off = httpx.get(f"{baton_service.url}/channels/wechat", params={"echostr": "x"})
+    assert off.status_code == 404 and "BATON_WECHAT_TOKEN" in off.json()["error"]["message"]
+    assert WeChatConfig.from_settings(Settings(_env_file=None)) is None
+    with pytest.raises(ValueError, match="BATON_WECHAT_APP_ID"):
+        WeChatConfig.from_settings(Settings(_env_file=None, wechat_token=TOKEN))
+    with pytest.raises(ValueError):
+        WeChatConfig.from_settings(
+            Settings(_env_file=None, wechat_token=TOKEN, wechat_app_id=APP_ID, wechat_aes_key="too-short")
+        )
