@@ -30,10 +30,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from api.channels import wechat_texts
@@ -53,6 +54,7 @@ router = APIRouter(tags=["wechat"])
 
 MAX_CLOCK_SKEW_SECONDS = 300  # WeChat's requests older (or newer) than this are replays
 SUCCESS = "success"  # WeChat's "received, nothing to say now"
+AfterReply = Callable[[], Awaitable[None]]
 LOOK_BACK = 50  # turns read to find where the customer last wrote
 MEDIA_TYPES = frozenset({"image", "location", "link", "video", "shortvideo", "file", "voice"})
 
@@ -161,8 +163,12 @@ class WeChatChannel:
 
     # -- one callback ----------------------------------------------------------------------------
 
-    async def handle(self, fields: dict[str, str]) -> str | None:
-        """Handle one message or event; returns the passive reply's text, or None (``success``)."""
+    async def handle(self, fields: dict[str, str], after: list[AfterReply]) -> str | None:
+        """Handle one message or event; returns the passive reply's text, or None (``success``).
+
+        What must wait until the reply has left (letting the outbox send what follows it) is
+        appended to ``after``; the route runs it once the response is sent.
+        """
         openid = fields.get("FromUserName", "")
         if not openid:
             raise ApiError(400, "not_a_message", "the message has no FromUserName")
@@ -170,6 +176,15 @@ class WeChatChannel:
         key = fields.get("MsgId") or f"{openid}:{fields.get('CreateTime', '')}:{fields.get('Event', '')}"
         if not await self.state.first_sight(key):
             return None  # WeChat retrying a message being handled or handled already
+        try:
+            return await self._handle_once(openid, kind, fields, after)
+        except Exception:
+            await self.state.forget_message(key)  # not handled: WeChat's retry gets another go
+            raise
+
+    async def _handle_once(
+        self, openid: str, kind: str, fields: dict[str, str], after: list[AfterReply]
+    ) -> str | None:
         await self.state.touch(openid)
         if union_id := fields.get("UnionId"):
             customer = await self.service.store.resolve_customer("wechat", openid)
@@ -184,40 +199,47 @@ class WeChatChannel:
                 return wechat_texts.text("type_please", await self._language(openid))
             log.info("wechat: ignored a %r message", kind)
             return None
-        return await self._converse(openid, text, fields.get("MsgId") or None)
+        return await self._converse(openid, text, fields.get("MsgId") or None, after)
 
-    async def _converse(self, openid: str, text: str, message_id: str | None) -> str | None:
+    async def _converse(
+        self, openid: str, text: str, message_id: str | None, after: list[AfterReply]
+    ) -> str | None:
         text = await self._answer_by_number(openid, text)
         try:
             accepted = await self.service.pipeline.accept(InboundMessage("wechat", openid, text, message_id))
         except ApiError as exc:
-            if exc.code == "rate_limited":
-                return wechat_texts.text("too_fast", wechat_texts.language_of(text))
+            if exc.code in ("rate_limited", "too_long"):
+                return wechat_texts.text(exc.code, wechat_texts.language_of(text))
+            if exc.code == "empty":
+                return None
             raise
         await self.state.touch(openid, accepted.conversation.id)
         if accepted.conversation.channel != "wechat":
             self.outbox.crossed.add(accepted.conversation.id)
         if accepted.duplicate:
             return None
-        return await self._reply_in_time(openid, accepted)
+        return await self._reply_in_time(openid, accepted, after)
 
-    async def _reply_in_time(self, openid: str, accepted: Accepted) -> str | None:
+    async def _reply_in_time(self, openid: str, accepted: Accepted, after: list[AfterReply]) -> str | None:
         """The bot's first reply if it is ready within the budget and not sent otherwise yet."""
         conversation_id, seq = accepted.conversation.id, accepted.turn.seq
         await self.state.open_passive(conversation_id, seq, self.config.reply_seconds + 1)
         replying = asyncio.create_task(self.service.pipeline.reply(accepted))
         replying.add_done_callback(_log_failure)
+        passive = None
         try:
             done, _ = await asyncio.wait({replying}, timeout=self.config.reply_seconds)
-            if not done or replying.exception() is not None:
-                return None  # the outbox sends the reply when it comes
-            turns = replying.result()
-            if not turns or not await self.state.claim(turns[0].id, "passive"):
-                return None
-            await self.state.offer(openid, wechat_texts.payloads(turns[0]))
-            return wechat_texts.render(turns[0])
+            turns = replying.result() if done and replying.exception() is None else []
+            if turns and await self.state.claim(turns[0].id, "passive"):
+                await self.state.offer(openid, wechat_texts.payloads(turns[0]))
+                passive = wechat_texts.render(turns[0])
+            return passive  # None: the outbox sends the reply when it comes
         finally:
-            await self.state.close_passive(conversation_id, seq)
+            # After a passive reply, the turns that follow it wait until it has left.
+            if passive is None:
+                await self.state.close_passive(conversation_id, seq)
+            else:
+                after.append(lambda: self.state.close_passive(conversation_id, seq))
 
     async def _answer_by_number(self, openid: str, text: str) -> str:
         """ "2" after numbered quick replies means the second one: its payload."""
@@ -290,6 +312,7 @@ async def verify(
 @router.post("/channels/wechat", include_in_schema=False)
 async def receive(
     request: Request,
+    background: BackgroundTasks,
     signature: Annotated[str | None, Query()] = None,
     timestamp: Annotated[str, Query()] = "",
     nonce: Annotated[str, Query()] = "",
@@ -308,7 +331,10 @@ async def receive(
     except WeChatXmlError as exc:
         log.warning("wechat: refused a body (%s): %s", exc.code, exc)
         raise ApiError(400, exc.code, str(exc)) from exc
-    reply = await channel.handle(fields)
+    after: list[AfterReply] = []
+    reply = await channel.handle(fields, after)
+    for action in after:
+        background.add_task(action)  # run once the response has been sent
     if reply is None:
         return PlainTextResponse(SUCCESS)
     xml = text_reply(fields.get("FromUserName", ""), fields.get("ToUserName", ""), reply, int(time.time()))

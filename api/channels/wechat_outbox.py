@@ -2,8 +2,9 @@
 did not answer passively goes out through WeChat's customer-service message API.
 
 It follows every conversation event of this process's event hub, keeps each conversation's
-turns in order, and waits while a callback may still answer a customer's message passively
-(`WeChatState.open_passive`): the passive reply is free and immediate, so it goes first. Each
+turns in order, and holds them while a callback may still answer a message of the conversation
+passively (`WeChatState.open_passive`): the passive reply is free and immediate, so it goes
+first, and what comes after it (a queue notice after "connecting you") follows it. Each
 turn is claimed once across replicas (`WeChatState.claim`) before it is sent.
 
 Nothing is dropped silently: a follower outside WeChat's 48-hour window, or an error WeChat
@@ -127,8 +128,7 @@ class WeChatOutbox:
                 del self._lines[conversation_id]
 
     async def _send(self, turn: Turn) -> None:
-        if turn.reply_to is not None:
-            await self._wait_for_passive(turn.conversation_id, turn.reply_to)
+        await self._wait_for_passive(turn.conversation_id)
         if await self.last_channel(turn.conversation_id, turn.seq) not in (None, "wechat"):
             return  # the customer now writes on another channel, which shows the turn itself
         if not await self.state.claim(turn.id, "outbox"):
@@ -160,10 +160,10 @@ class WeChatOutbox:
             turn, wechat_texts.text("not_delivered", turn.language, text=turn.text, code="unavailable")
         )
 
-    async def _wait_for_passive(self, conversation_id: str, seq: int) -> None:
-        """Hold a reply while the callback for customer turn ``seq`` may still send it passively."""
+    async def _wait_for_passive(self, conversation_id: str) -> None:
+        """Hold the conversation's turns while a callback may still send one of them passively."""
         deadline = time.monotonic() + self.passive_seconds + 1.0
-        while time.monotonic() < deadline and await self.state.passive_open(conversation_id, seq):
+        while time.monotonic() < deadline and await self.state.passive_open(conversation_id):
             await asyncio.sleep(PASSIVE_POLL_SECONDS)
 
     async def _undelivered(self, turn: Turn, message: str) -> None:

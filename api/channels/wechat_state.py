@@ -50,17 +50,26 @@ class WeChatState:
         """True for the one caller (passive reply or outbox, in any replica) that sends this turn."""
         return bool(await self.client.set(f"{self.base}out:{turn_id}", how, nx=True, ex=DELIVERED_SECONDS))
 
+    async def forget_message(self, key: str) -> None:
+        """Handling the message failed: let WeChat's retry of it be handled."""
+        await self.client.delete(f"{self.base}msg:{key}")
+
     async def open_passive(self, conversation_id: str, seq: int, seconds: float) -> None:
         """A callback is waiting to answer customer turn ``seq`` passively for up to ``seconds``."""
-        await self.client.set(f"{self.base}passive:{conversation_id}:{seq}", "1", px=int(seconds * 1000))
+        key = f"{self.base}passive:{conversation_id}"
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, str(seq), "1")
+            pipe.pexpire(key, int(seconds * 1000))
+            await pipe.execute()
 
     async def close_passive(self, conversation_id: str, seq: int) -> None:
         """The callback has answered (or given up): its turn's replies may go out the other way."""
-        await self.client.delete(f"{self.base}passive:{conversation_id}:{seq}")
+        await self.client.hdel(f"{self.base}passive:{conversation_id}", str(seq))
 
-    async def passive_open(self, conversation_id: str, seq: int) -> bool:
-        """True while a callback may still answer customer turn ``seq`` passively."""
-        return bool(await self.client.exists(f"{self.base}passive:{conversation_id}:{seq}"))
+    async def passive_open(self, conversation_id: str) -> bool:
+        """True while a callback may still answer a message of the conversation passively: anything
+        else for it waits, so the follower reads the replies in order."""
+        return bool(await self.client.hlen(f"{self.base}passive:{conversation_id}"))
 
     async def offer(self, openid: str, payloads: list[str]) -> None:
         """Remember the quick replies just sent, so the follower can answer "2" for the second."""

@@ -21,7 +21,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "Sorry, I can only read text messages for now. Please type your question, "
         "or reply \u201cagent\u201d to talk to a person.",
     },
-    "too_fast": {
+    "too_long": {
+        "zh": "这条消息太长了，请精简一下或分几条发送。",
+        "en": "That message is too long. Please shorten it or send it in parts.",
+    },
+    "rate_limited": {
         "zh": "您发送得太快了，请稍等片刻再发。",
         "en": "You're sending messages too quickly. Please wait a moment.",
     },

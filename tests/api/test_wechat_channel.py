@@ -502,3 +502,24 @@ def test_the_channel_is_off_until_configured_and_a_bad_configuration_is_refused_
         WeChatConfig.from_settings(
             Settings(_env_file=None, wechat_token=TOKEN, wechat_app_id=APP_ID, wechat_aes_key="too-short")
         )
+
+
+def test_what_follows_a_passive_reply_comes_through_the_api_after_it_in_order(
+    desk: None, wechat: ServiceProcess, wechat_api: FakeWeChatApi
+) -> None:
+    alice = Agent(wechat, "alice")
+    alice.online()
+    follower = Follower(wechat)
+    answer = follower.say("转人工")
+    answered_at = time.time()
+    first = passive_text(answer)  # "connecting you": quick enough to go back in the callback reply
+    deadline = time.monotonic() + WAIT
+    replies = [t for s, t in customer_turns(wechat, follower.openid) if s != "customer"]
+    while len(replies) < 3 and time.monotonic() < deadline:  # bot, queue notice, agent joined
+        time.sleep(0.1)
+        replies = [t for s, t in customer_turns(wechat, follower.openid) if s != "customer"]
+    assert replies[0] == first
+    sent_to(wechat_api, follower.openid, len(replies) - 1)
+    through_api = [m for m in wechat_api.sent if m.openid == follower.openid]
+    assert [m.content for m in through_api] == replies[1:]  # the rest, once each, in order
+    assert through_api[0].time >= answered_at - 0.01  # not before the passive reply had left
