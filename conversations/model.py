@@ -15,7 +15,8 @@ from conversations.states import OPEN_STATES, State
 
 CHANNELS = ("web", "app", "wechat")
 SENDERS = ("customer", "bot", "agent", "system")
-LINK_KINDS = ("phone", "member_id", "wechat_unionid")  # verified identifiers that join identities into one customer
+# Verified identifiers that join identities into one customer (WeChat vouches for a UnionId).
+LINK_KINDS = ("phone", "member_id", "wechat_unionid")
 DEFAULT_TIER = "standard"
 
 Model = TypeVar("Model", "ChannelIdentity", "Customer", "Conversation", "Turn")
