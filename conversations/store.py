@@ -167,7 +167,7 @@ class ConversationStore(RedisClientHolder):
 
         Raises:
             CustomerNotFound: no customer has ``customer_id``.
-            ValueError: ``kind`` is not ``phone`` or ``member_id``, or ``value`` is empty.
+            ValueError: ``kind`` is not one of `LINK_KINDS`, or ``value`` is empty.
         """
         if kind not in LINK_KINDS:
             raise ValueError(f"unknown link kind {kind!r}; expected one of {', '.join(LINK_KINDS)}")
