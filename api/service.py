@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from agent_assist.suggestions import ReplySuggester
 from api.auth import load_or_create_secret
@@ -37,6 +37,9 @@ from handoff.signals import EscalationPolicy
 from knowledge_index.handoff_file import HandoffConfig
 
 log = logging.getLogger(__name__)
+
+REDIS_CONNECTIONS = 200  # per process; Redis itself takes 10,000 clients
+REDIS_WAIT_SECONDS = 10.0  # the longest a request waits for a free connection before it fails
 
 
 @dataclass
@@ -70,7 +73,12 @@ class Service:
     async def start(cls, settings: Settings, bot: TrainedBot, redis_url: str) -> Service:
         """Connect to Redis, seed the demo orders and agents, start the NLU worker, the event
         hub and the handoff assigners."""
-        redis = Redis.from_url(redis_url, decode_responses=True)
+        # A blocking pool: under a burst, a request waits for a free connection instead of failing
+        # with "Too many connections" (redis-py's default pool refuses the 101st at once).
+        pool = BlockingConnectionPool.from_url(
+            redis_url, decode_responses=True, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_SECONDS
+        )
+        redis = Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
         await redis.ping()
         prefix = settings.redis_prefix
         store = ConversationStore(redis, prefix=prefix)

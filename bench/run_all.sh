@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Reproduce the figures of bench/RESULTS.md (about 17 minutes on 2 cores; --core: the headline
 # figures only, about 5 minutes, without the encoder comparison).
-# Usage: bash bench/run_all.sh [--core | --web | --handoff | --desk]   (after `make install`; on an idle machine)
+# Usage: bash bench/run_all.sh [--core | --web | --handoff | --desk | --wechat]   (after `make install`; idle machine)
 # --web: only the web chat load benchmark (about 2 minutes), added to bench/out/measurements.jsonl.
 # --handoff: only the escalation figures (sentiment, simulation, handoff latency; about 4 minutes).
 # --desk: only the agent desk in Chromium (about 1 minute; needs /usr/bin/chromium, `make browser`).
+# --wechat: only the WeChat callback under load (about 2 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -48,6 +49,15 @@ if [ "${1:-}" = "--desk" ]; then
     exit 0
 fi
 
+# The WeChat callback under a steady load: answered in the callback (passive) or later, and how fast.
+wechat() {
+    $M wechat-callback -- $PY bench/wechat_callback.py --followers 50 --interval 2 --seconds 60 --json
+}
+if [ "${1:-}" = "--wechat" ]; then
+    wechat
+    exit 0
+fi
+
 rm -f bench/out/measurements.jsonl
 
 $PY bench/banking77_to_rasa.py ../shared/datasets/banking77 bench/out/banking77
@@ -85,4 +95,5 @@ $M train-nlu_data -- $BATON train --kb nlu_data --model-dir bench/out/models
 web_load
 handoff
 desk
+wechat
 echo "all measurements: bench/out/measurements.jsonl"

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
@@ -55,7 +55,17 @@ router = APIRouter(tags=["wechat"])
 MAX_CLOCK_SKEW_SECONDS = 300  # WeChat's requests older (or newer) than this are replays
 SUCCESS = "success"  # WeChat's "received, nothing to say now"
 AfterReply = Callable[[], Awaitable[None]]
-LOOK_BACK = 50  # turns read to find where the customer last wrote
+
+
+@dataclass
+class Callback:
+    """One callback request: when its passive reply must be ready by, what runs after it is sent."""
+
+    deadline: float  # time.monotonic()
+    after: list[AfterReply] = field(default_factory=list)
+
+
+LOOK_BACK = 10  # turns read to find where the customer last wrote (it is nearly always the last few)
 MEDIA_TYPES = frozenset({"image", "location", "link", "video", "shortvideo", "file", "voice"})
 
 
@@ -163,11 +173,12 @@ class WeChatChannel:
 
     # -- one callback ----------------------------------------------------------------------------
 
-    async def handle(self, fields: dict[str, str], after: list[AfterReply]) -> str | None:
+    async def handle(self, fields: dict[str, str], call: Callback) -> str | None:
         """Handle one message or event; returns the passive reply's text, or None (``success``).
 
-        What must wait until the reply has left (letting the outbox send what follows it) is
-        appended to ``after``; the route runs it once the response is sent.
+        ``call`` carries the callback's deadline for a passive reply, and collects what must wait
+        until the reply has left (letting the outbox send what follows it); the route runs that
+        once the response is sent.
         """
         openid = fields.get("FromUserName", "")
         if not openid:
@@ -177,13 +188,13 @@ class WeChatChannel:
         if not await self.state.first_sight(key):
             return None  # WeChat retrying a message being handled or handled already
         try:
-            return await self._handle_once(openid, kind, fields, after)
+            return await self._handle_once(openid, kind, fields, call)
         except Exception:
             await self.state.forget_message(key)  # not handled: WeChat's retry gets another go
             raise
 
     async def _handle_once(
-        self, openid: str, kind: str, fields: dict[str, str], after: list[AfterReply]
+        self, openid: str, kind: str, fields: dict[str, str], call: Callback
     ) -> str | None:
         await self.state.touch(openid)
         if union_id := fields.get("UnionId"):
@@ -199,11 +210,9 @@ class WeChatChannel:
                 return wechat_texts.text("type_please", await self._language(openid))
             log.info("wechat: ignored a %r message", kind)
             return None
-        return await self._converse(openid, text, fields.get("MsgId") or None, after)
+        return await self._converse(openid, text, fields.get("MsgId") or None, call)
 
-    async def _converse(
-        self, openid: str, text: str, message_id: str | None, after: list[AfterReply]
-    ) -> str | None:
+    async def _converse(self, openid: str, text: str, message_id: str | None, call: Callback) -> str | None:
         text = await self._answer_by_number(openid, text)
         try:
             accepted = await self.service.pipeline.accept(InboundMessage("wechat", openid, text, message_id))
@@ -218,17 +227,18 @@ class WeChatChannel:
             self.outbox.crossed.add(accepted.conversation.id)
         if accepted.duplicate:
             return None
-        return await self._reply_in_time(openid, accepted, after)
+        return await self._reply_in_time(openid, accepted, call)
 
-    async def _reply_in_time(self, openid: str, accepted: Accepted, after: list[AfterReply]) -> str | None:
+    async def _reply_in_time(self, openid: str, accepted: Accepted, call: Callback) -> str | None:
         """The bot's first reply if it is ready within the budget and not sent otherwise yet."""
         conversation_id, seq = accepted.conversation.id, accepted.turn.seq
         await self.state.open_passive(conversation_id, seq, self.config.reply_seconds + 1)
+        window = self.outbox.passive.setdefault(conversation_id, asyncio.Event())
         replying = asyncio.create_task(self.service.pipeline.reply(accepted))
         replying.add_done_callback(_log_failure)
         passive = None
         try:
-            done, _ = await asyncio.wait({replying}, timeout=self.config.reply_seconds)
+            done, _ = await asyncio.wait({replying}, timeout=max(0.0, call.deadline - time.monotonic()))
             turns = replying.result() if done and replying.exception() is None else []
             if turns and await self.state.claim(turns[0].id, "passive"):
                 await self.state.offer(openid, wechat_texts.payloads(turns[0]))
@@ -237,9 +247,16 @@ class WeChatChannel:
         finally:
             # After a passive reply, the turns that follow it wait until it has left.
             if passive is None:
-                await self.state.close_passive(conversation_id, seq)
+                await self._close_passive(conversation_id, seq, window)
             else:
-                after.append(lambda: self.state.close_passive(conversation_id, seq))
+                call.after.append(lambda: self._close_passive(conversation_id, seq, window))
+
+    async def _close_passive(self, conversation_id: str, seq: int, window: asyncio.Event) -> None:
+        """The callback for ``seq`` is done: let the outbox go on with the conversation's turns."""
+        if self.outbox.passive.get(conversation_id) is window:
+            del self.outbox.passive[conversation_id]
+        window.set()
+        await self.state.close_passive(conversation_id, seq)
 
     async def _answer_by_number(self, openid: str, text: str) -> str:
         """ "2" after numbered quick replies means the second one: its payload."""
@@ -322,6 +339,9 @@ async def receive(
     """A follower's message or event; answers the passive reply or ``success``."""
     channel = _channel(request)
     config = channel.config
+    # The budget counts from here, not from when the bot starts: checking, parsing and storing
+    # the message use WeChat's 5 seconds too.
+    call = Callback(deadline=time.monotonic() + config.reply_seconds)
     _check_request(config, signature, timestamp, nonce)
     try:
         fields = parse(await request.body())
@@ -331,9 +351,8 @@ async def receive(
     except WeChatXmlError as exc:
         log.warning("wechat: refused a body (%s): %s", exc.code, exc)
         raise ApiError(400, exc.code, str(exc)) from exc
-    after: list[AfterReply] = []
-    reply = await channel.handle(fields, after)
-    for action in after:
+    reply = await channel.handle(fields, call)
+    for action in call.after:
         background.add_task(action)  # run once the response has been sent
     if reply is None:
         return PlainTextResponse(SUCCESS)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 SENT_BY = frozenset({"bot", "agent", "system"})
 RETRY_DELAYS = (1.0, 3.0, 9.0)  # a WeChat outage: three more tries over about 13 s
-PASSIVE_POLL_SECONDS = 0.05
+PASSIVE_POLL_SECONDS = 0.1
 NOTE_AUTHOR = "wechat"
 
 Note = Callable[[str, str], Awaitable[None]]  # (conversation id, text) -> an internal note, published
@@ -67,6 +67,9 @@ class WeChatOutbox:
         # Conversations begun on another channel that the customer continued on WeChat (after a
         # phone link joined them) in this process: their turns are WeChat's too while they write here.
         self.crossed: set[str] = set()
+        # Callbacks in this process that may still reply passively, by conversation: the outbox
+        # waits on these rather than asking Redis over and over.
+        self.passive: dict[str, asyncio.Event] = {}
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._lines: dict[str, asyncio.Queue[Turn]] = {}
         self._workers: set[asyncio.Task[None]] = set()
@@ -91,8 +94,14 @@ class WeChatOutbox:
             event = await self.events.get()
             if event.get("type") != "turn":
                 continue
+            raw = event.get("turn")
+            if not isinstance(raw, str):
+                continue
+            # Every conversation's turns come by: skip other channels' without parsing them.
+            if '"channel":"wechat"' not in raw and event.get("conversation_id") not in self.crossed:
+                continue
             try:
-                turn = Turn.from_dict(json.loads(event["turn"]))
+                turn = Turn.from_dict(json.loads(raw))
             except (KeyError, TypeError, ValueError):
                 log.warning("wechat outbox: ignored a malformed turn event")
                 continue
@@ -129,6 +138,8 @@ class WeChatOutbox:
 
     async def _send(self, turn: Turn) -> None:
         await self._wait_for_passive(turn.conversation_id)
+        if await self.state.claimed(turn.id):
+            return  # sent passively (the usual case), or by another replica
         if await self.last_channel(turn.conversation_id, turn.seq) not in (None, "wechat"):
             return  # the customer now writes on another channel, which shows the turn itself
         if not await self.state.claim(turn.id, "outbox"):
@@ -162,7 +173,14 @@ class WeChatOutbox:
 
     async def _wait_for_passive(self, conversation_id: str) -> None:
         """Hold the conversation's turns while a callback may still send one of them passively."""
-        deadline = time.monotonic() + self.passive_seconds + 1.0
+        limit = self.passive_seconds + 1.0
+        local = self.passive.get(conversation_id)
+        if local is not None:  # the callback is in this process: wait for its signal
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(local.wait(), timeout=limit)
+            return
+        # Another replica's callback, if any: ask the shared state now and then.
+        deadline = time.monotonic() + limit
         while time.monotonic() < deadline and await self.state.passive_open(conversation_id):
             await asyncio.sleep(PASSIVE_POLL_SECONDS)
 

@@ -54,6 +54,10 @@ class WeChatState:
         """Handling the message failed: let WeChat's retry of it be handled."""
         await self.client.delete(f"{self.base}msg:{key}")
 
+    async def claimed(self, turn_id: str) -> bool:
+        """True once someone (passive reply or an outbox) has taken the turn."""
+        return bool(await self.client.exists(f"{self.base}out:{turn_id}"))
+
     async def open_passive(self, conversation_id: str, seq: int, seconds: float) -> None:
         """A callback is waiting to answer customer turn ``seq`` passively for up to ``seconds``."""
         key = f"{self.base}passive:{conversation_id}"
