@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "error_samples": sorted({r.get("error", "")[:120] for r in results if r["status"] == 0})[:5],
         "passive_share": round(sum(r["passive"] for r in answered) / len(answered), 4) if answered else None,
         "over_5_seconds": sum(r["seconds"] > 5 for r in results),
+        # Answered in a callback WeChat had stopped waiting for: the follower would never see it.
+        "passive_over_5_seconds": sum(r["seconds"] > 5 and r["passive"] for r in results),
         "callback_ms": distribution(r["seconds"] for r in answered),
     }
 
