@@ -523,3 +523,16 @@ def test_what_follows_a_passive_reply_comes_through_the_api_after_it_in_order(
     through_api = [m for m in wechat_api.sent if m.openid == follower.openid]
     assert [m.content for m in through_api] == replies[1:]  # the rest, once each, in order
     assert through_api[0].time >= answered_at - 0.01  # not before the passive reply had left
+
+
+def test_a_request_that_waited_too_long_is_answered_through_the_api(
+    wechat: ServiceProcess, wechat_api: FakeWeChatApi
+) -> None:
+    follower = Follower(wechat)
+    # WeChat stamped it 5 s ago: it has stopped waiting for this callback's answer.
+    answer = follower.post(
+        follower.message("text", Content="how much is shipping?"), timestamp=str(int(time.time()) - 5)
+    )
+    assert answer.text == "success"
+    delivered = sent_to(wechat_api, follower.openid, 1)
+    assert delivered == [text for sender, text in customer_turns(wechat, follower.openid) if sender == "bot"]
