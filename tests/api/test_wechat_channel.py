@@ -180,6 +180,17 @@ def customer_turns(service: ServiceProcess, openid: str) -> list[tuple[str, str]
     return asyncio.run(read())
 
 
+def routed_chat(agent: Agent) -> str:
+    """The conversation id of the first chat routed to ``agent`` (bounded wait)."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        chats = agent.call("GET", "/chats").json()["chats"]
+        if chats:
+            return chats[0]["conversation_id"]
+        time.sleep(0.1)
+    raise AssertionError(f"no chat was routed to {agent.id}")
+
+
 @pytest.fixture
 def desk(wechat: ServiceProcess, slow: ServiceProcess) -> Iterator[None]:
     """Agents offline and no chat left over, before and after."""
@@ -332,15 +343,8 @@ def test_agent_replies_and_queue_notices_reach_the_follower(
     alice.online()
     follower = Follower(slow)
     assert follower.say("转人工").text == "success"
-    chat = next(iter(alice.call("GET", "/chats").json()["chats"]), None)
-    deadline = time.monotonic() + WAIT
-    while chat is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-        chat = next(iter(alice.call("GET", "/chats").json()["chats"]), None)
-    assert chat is not None
-    sent = alice.call(
-        "POST", f"/conversations/{chat['conversation_id']}/messages", json={"text": "您好，我是 Alice"}
-    )
+    conversation_id = routed_chat(alice)
+    sent = alice.call("POST", f"/conversations/{conversation_id}/messages", json={"text": "您好，我是 Alice"})
     assert sent.status_code == 200
     texts = sent_to(wechat_api, follower.openid, 1)
     deadline = time.monotonic() + WAIT
@@ -377,12 +381,7 @@ def test_outside_the_48_hour_window_the_agent_is_told_and_nothing_is_lost(
     alice.online()
     follower = Follower(slow)
     follower.say("转人工")
-    deadline = time.monotonic() + WAIT
-    chats: list[dict[str, Any]] = []
-    while not chats and time.monotonic() < deadline:
-        time.sleep(0.1)
-        chats = alice.call("GET", "/chats").json()["chats"]
-    conversation_id = chats[0]["conversation_id"]
+    conversation_id = routed_chat(alice)
     path = f"/conversations/{conversation_id}"
 
     # WeChat refuses (45015): the message is kept and a note tells the agent.
@@ -449,12 +448,8 @@ def test_a_follower_who_binds_a_phone_is_one_customer_with_their_web_self(
     alice = Agent(slow, "alice")
     alice.online()
     follower.say("转人工")
-    deadline = time.monotonic() + WAIT
-    chats: list[dict[str, Any]] = []
-    while not chats and time.monotonic() < deadline:
-        time.sleep(0.1)
-        chats = alice.call("GET", "/chats").json()["chats"]
-    package = alice.call("GET", f"/conversations/{chats[0]['conversation_id']}").json()
+    conversation_id = routed_chat(alice)
+    package = alice.call("GET", f"/conversations/{conversation_id}").json()
     assert {i["channel"] for i in package["customer"]["identities"]} == {"web", "wechat"}
     said = [(t["channel"], t["text"]) for t in package["transcript"] if t["sender"] == "customer"]
     assert said[-1] == ("wechat", "转人工")
@@ -463,9 +458,7 @@ def test_a_follower_who_binds_a_phone_is_one_customer_with_their_web_self(
     assert seen == {"web", "wechat"}
 
     # The agent's answer goes to WeChat, where the customer wrote last.
-    answer = alice.call(
-        "POST", f"/conversations/{chats[0]['conversation_id']}/messages", json={"text": "Alice here"}
-    )
+    answer = alice.call("POST", f"/conversations/{conversation_id}/messages", json={"text": "Alice here"})
     assert answer.status_code == 200
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline and "Alice here" not in sent_to(wechat_api, follower.openid, 1):
