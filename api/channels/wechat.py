@@ -46,6 +46,7 @@ from api.channels.wechat_state import WeChatState
 from api.channels.wechat_xml import WeChatXmlError, parse, text_reply
 from api.errors import ApiError, forbidden, not_found
 from api.pipeline import Accepted
+from api.service import Service
 from api.settings import Settings
 from conversations.model import Turn
 
@@ -111,7 +112,7 @@ class WeChatChannel:
 
     name = "wechat"
 
-    def __init__(self, service: Any, config: WeChatConfig) -> None:
+    def __init__(self, service: Service, config: WeChatConfig) -> None:
         self.service = service
         self.config = config
         prefix = service.settings.redis_prefix
