@@ -74,6 +74,7 @@ class WeChatOutbox:
         self._lines: dict[str, asyncio.Queue[Turn]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.sent = 0
         self.failed = 0
 
@@ -83,6 +84,7 @@ class WeChatOutbox:
 
     async def stop(self) -> None:
         """Stop following; turns still waiting are left to the other replicas' outboxes."""
+        self._stopping = True
         for task in [self._task, *self._workers]:
             if task is not None:
                 task.cancel()
@@ -135,6 +137,8 @@ class WeChatOutbox:
         finally:
             if self._lines.get(conversation_id) is line:
                 del self._lines[conversation_id]
+            while not self._stopping and not line.empty():  # came as the worker gave up waiting
+                self._line(conversation_id).put_nowait(line.get_nowait())
 
     async def _send(self, turn: Turn) -> None:
         await self._wait_for_passive(turn.conversation_id)
