@@ -48,6 +48,7 @@ from api.errors import ApiError, forbidden, not_found
 from api.pipeline import Accepted
 from api.service import Service
 from api.settings import Settings
+from bot.nlu.language import detect_language
 from conversations.model import Turn
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ class WeChatChannel:
             accepted = await self.service.pipeline.accept(InboundMessage("wechat", openid, text, message_id))
         except ApiError as exc:
             if exc.code in ("rate_limited", "too_long"):
-                return wechat_texts.text(exc.code, wechat_texts.language_of(text))
+                return wechat_texts.text(exc.code, detect_language(text, default="zh").language)
             if exc.code == "empty":
                 return None
             raise

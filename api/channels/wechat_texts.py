@@ -6,8 +6,6 @@ answers with the number (`api.channels.wechat` maps it back to the button's payl
 
 from __future__ import annotations
 
-import re
-
 from conversations.model import Turn
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -41,20 +39,11 @@ TEXTS: dict[str, dict[str, str]] = {
     },
 }
 
-_CJK = re.compile(r"[\u3400-\u9fff]")
-
 
 def text(key: str, language: str | None, **values: str) -> str:
     """One of `TEXTS` in ``language`` (Chinese unless English), its ``{placeholders}`` filled."""
     variants = TEXTS[key]
     return variants["en" if language == "en" else "zh"].format(**values)
-
-
-def language_of(sample: str | None, default: str = "zh") -> str:
-    """A cheap guess for a follower's language from something they wrote (Chinese script or not)."""
-    if not sample:
-        return default
-    return "zh" if _CJK.search(sample) else "en"
 
 
 def render(turn: Turn) -> str:

@@ -149,17 +149,19 @@ def passive_text(answer: httpx.Response) -> str:
     return fields["Content"]
 
 
-def sent_to(api: FakeWeChatApi, openid: str, count: int, timeout: float = WAIT) -> list[str]:
-    """The texts WeChat accepted for ``openid``, once there are ``count`` of them (bounded wait)."""
+def sent_to(
+    api: FakeWeChatApi, openid: str, count: int, including: str | None = None, timeout: float = WAIT
+) -> list[str]:
+    """The texts WeChat accepted for ``openid``, once there are ``count`` of them (and ``including``
+    is one of them, if given); bounded wait."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         texts = [m.content for m in list(api.sent) if m.openid == openid]
-        if len(texts) >= count:
+        if len(texts) >= count and (including is None or including in texts):
             return texts
         time.sleep(0.05)
-    raise AssertionError(
-        f"{count} messages expected for {openid}, got {[m.content for m in api.sent if m.openid == openid]}"
-    )
+    got = [m.content for m in api.sent if m.openid == openid]
+    raise AssertionError(f"{count} messages (with {including!r}) expected for {openid}, got {got}")
 
 
 def customer_turns(service: ServiceProcess, openid: str) -> list[tuple[str, str]]:
@@ -346,11 +348,7 @@ def test_agent_replies_and_queue_notices_reach_the_follower(
     conversation_id = routed_chat(alice)
     sent = alice.call("POST", f"/conversations/{conversation_id}/messages", json={"text": "您好，我是 Alice"})
     assert sent.status_code == 200
-    texts = sent_to(wechat_api, follower.openid, 1)
-    deadline = time.monotonic() + WAIT
-    while "您好，我是 Alice" not in texts and time.monotonic() < deadline:
-        time.sleep(0.1)
-        texts = sent_to(wechat_api, follower.openid, 1)
+    texts = sent_to(wechat_api, follower.openid, 1, including="您好，我是 Alice")
     stored = [text for sender, text in customer_turns(slow, follower.openid) if sender != "customer"]
     assert texts == stored  # every bot, system and agent turn, once, in order
     assert any("转接" in t or "人工" in t for t in texts)
@@ -460,10 +458,7 @@ def test_a_follower_who_binds_a_phone_is_one_customer_with_their_web_self(
     # The agent's answer goes to WeChat, where the customer wrote last.
     answer = alice.call("POST", f"/conversations/{conversation_id}/messages", json={"text": "Alice here"})
     assert answer.status_code == 200
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline and "Alice here" not in sent_to(wechat_api, follower.openid, 1):
-        time.sleep(0.1)
-    assert "Alice here" in sent_to(wechat_api, follower.openid, 1)
+    assert "Alice here" in sent_to(wechat_api, follower.openid, 1, including="Alice here")
 
 
 def test_a_union_id_joins_the_followers_openids_into_one_customer(wechat: ServiceProcess) -> None:
