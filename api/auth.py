@@ -21,6 +21,8 @@ import secrets
 import time
 from pathlib import Path
 
+from api.settings import Settings
+
 MAX_SUBJECT_CHARS = 200
 
 
@@ -78,3 +80,11 @@ def load_or_create_secret(path: Path) -> bytes:
     tmp.chmod(0o600)
     tmp.replace(path)  # atomic: two processes starting at once both end up with one whole file
     return path.read_text(encoding="utf-8").strip().encode()
+
+
+def rasa_token(settings: Settings) -> str:
+    """The Rasa server's auth token: ``BATON_RASA_TOKEN``, else one kept in ``data_dir/rasa_token``,
+    so that ``baton rasa serve`` and ``baton serve`` on one machine agree with no setup."""
+    if settings.rasa_token is not None:
+        return settings.rasa_token.get_secret_value()
+    return load_or_create_secret(settings.data_dir / "rasa_token").decode()

@@ -14,25 +14,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
-from bot.nlu.types import ParseResult
-
-
-class BatchParser(Protocol):
-    """An NLU engine that can parse several messages at once."""
-
-    def parse_batch(self, texts: Sequence[str]) -> list[ParseResult]:
-        """Understand ``texts``, in order."""
+from bot.nlu.types import BatchParser, ParseResult
 
 
 class NLUWorker:
     """``await worker.parse(text)`` from any coroutine of one event loop.
 
     Args:
-        engine: what parses (Baton's engine).
+        engine: what parses (Baton's engine, or a Rasa server with Baton's engine standing in).
         batch_size: the most messages handed to the engine in one call.
     """
 
@@ -62,8 +53,11 @@ class NLUWorker:
         return await future
 
     def close(self) -> None:
-        """Stop the thread once the batch in hand is done."""
+        """Stop the thread once the batch in hand is done, then close the engine's connections (if any)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
 
     def _remember(self, text: str, result: ParseResult) -> ParseResult:
         if self.cache_size > 0:

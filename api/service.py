@@ -13,7 +13,7 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from agent_assist.suggestions import ReplySuggester
-from api.auth import load_or_create_secret
+from api.auth import load_or_create_secret, rasa_token
 from api.channels.base import ChannelAdapter
 from api.events import EventHub
 from api.nlu_worker import NLUWorker
@@ -21,6 +21,9 @@ from api.pipeline import TurnPipeline
 from api.ratelimit import RateLimiter
 from api.settings import Settings
 from bot.dialogue import DialoguePolicy
+from bot.nlu.fallback import FallbackEngine
+from bot.nlu.rasa_client import RasaNLU, RasaUnavailable
+from bot.nlu.types import BatchParser
 from bot.orders import DemoOrderConnector
 from bot.trained import TrainedBot
 from conversations.store import ConversationStore
@@ -40,6 +43,19 @@ log = logging.getLogger(__name__)
 
 REDIS_CONNECTIONS = 200  # per process; Redis itself takes 10,000 clients
 REDIS_WAIT_SECONDS = 10.0  # the longest a request waits for a free connection before it fails
+
+
+def nlu_engine(settings: Settings, bot: TrainedBot) -> BatchParser:
+    """Baton's own engine, or (``BATON_NLU_ENGINE=rasa``) the Rasa server with Baton's engine
+    standing in whenever Rasa is down or slow."""
+    if settings.nlu_engine != "rasa":
+        return bot.nlu
+    rasa = RasaNLU(settings.rasa_url, rasa_token(settings), settings.rasa_timeout_seconds)
+    if not rasa.ready():  # not fatal: Rasa may start after Baton; the fallback covers the gap
+        log.warning("Rasa at %s is not ready yet; Baton's engine answers until it is", settings.rasa_url)
+    return FallbackEngine(
+        rasa, bot.nlu, (RasaUnavailable,), settings.rasa_retry_seconds, name=f"rasa at {settings.rasa_url}"
+    )
 
 
 @dataclass
@@ -97,7 +113,7 @@ class Service:
         desk = HandoffDesk(store, queue, agents, metrics, records, signals, config)
         desk.follow_queue()
         sentiment = await asyncio.to_thread(SentimentScorer.load, settings.data_dir / "sentiment")
-        nlu = NLUWorker(bot.nlu, settings.nlu_batch_size, settings.nlu_cache_size)
+        nlu = NLUWorker(nlu_engine(settings, bot), settings.nlu_batch_size, settings.nlu_cache_size)
         limiter = RateLimiter(redis, prefix, settings.rate_limit_messages, settings.rate_limit_seconds)
         pipeline = TurnPipeline(
             store,

@@ -55,6 +55,29 @@ class Settings(BaseSettings):
     nlu_batch_size: int = Field(16, gt=0, description="most messages the NLU worker parses in one batch")
     nlu_cache_size: int = Field(10_000, ge=0, description="parses of repeated messages kept (0: no cache)")
 
+    # -- Rasa: a Rasa server as the NLU engine, and Rasa assistants calling Baton --------------
+    nlu_engine: Literal["baton", "rasa"] = Field(
+        "baton", description="who understands messages: baton (in-process) or rasa (a Rasa server)"
+    )
+    rasa_url: str = Field("http://127.0.0.1:5005", description="the Rasa server (BATON_NLU_ENGINE=rasa)")
+    rasa_token: SecretStr | None = Field(
+        None, description="the Rasa server's --auth-token; empty: the one baton rasa serve keeps in data_dir"
+    )
+    rasa_venv: Path = Field(
+        Path(".venv-rasa"), description="the Rasa venv (Python 3.10) make rasa-venv builds"
+    )
+    rasa_timeout_seconds: float = Field(
+        1.0, gt=0, description="longest wait for Rasa's answer before Baton's engine answers instead"
+    )
+    rasa_retry_seconds: float = Field(
+        15.0,
+        ge=0,
+        description="after Rasa failed, how long Baton's engine answers before Rasa is tried again",
+    )
+    rasa_actions_token: SecretStr | None = Field(
+        None, description="the token Rasa's action server sends to /api/v1/rasa; empty: that API is off"
+    )
+
     # -- the WeChat Official Account channel (on when the token is set) ------------------------
     wechat_token: SecretStr | None = Field(
         None, description="the Token of the account's server settings; empty: WeChat channel off"

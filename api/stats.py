@@ -17,6 +17,7 @@ from fastapi.responses import PlainTextResponse
 
 from api.errors import ApiError
 from api.service import Service
+from bot.nlu.fallback import FallbackEngine
 from handoff.metrics import prometheus
 
 router = APIRouter(tags=["stats"])
@@ -37,6 +38,21 @@ async def live_figures(service: Service) -> dict[str, Any]:
         "agents_online": len(online),
         "chats_in_progress": sum(loads.values()),
         "agent_load": loads,
+        **nlu_figures(service),
+    }
+
+
+def nlu_figures(service: Service) -> dict[str, Any]:
+    """Which engine understands messages and, with Rasa, how often Baton's engine stood in
+    (counted by this process since it started)."""
+    engine = service.nlu.engine
+    if not isinstance(engine, FallbackEngine):
+        return {"nlu_engine": "baton"}
+    return {
+        "nlu_engine": "rasa",
+        "nlu_rasa_down": int(engine.primary_down),
+        "nlu_rasa_failures": engine.failures_seen,
+        "nlu_fallback_parses": engine.fallbacks,
     }
 
 

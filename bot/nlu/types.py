@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -71,3 +72,10 @@ class NLUEngine(Protocol):
 
     def parse(self, text: str) -> ParseResult:
         """Understand ``text``."""
+
+
+class BatchParser(Protocol):
+    """An NLU engine that parses several messages at once (what the service's NLU worker drives)."""
+
+    def parse_batch(self, texts: Sequence[str]) -> list[ParseResult]:
+        """Understand ``texts``, in order."""
