@@ -4,9 +4,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 KB     ?= nlu_data
+RASA_VENV  := .venv-rasa
+RASA_STAMP := $(RASA_VENV)/.installed
+# Rasa 3.6 needs Python 3.10: PYTHON310, else python3.10 if it runs, else pyenv's newest 3.10.
+PYTHON310 ?= $(shell (python3.10 -c '' 2>/dev/null && command -v python3.10) || \
+	ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.10.*/bin/python 2>/dev/null | tail -n 1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser run chat train test lint format bench clean
+.PHONY: help install browser run chat train rasa rasa-venv test lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -40,7 +45,21 @@ chat: install ## Chat with the bot in the terminal instead
 train: install ## Train the NLU model and index for KB (default nlu_data)
 	$(VENV)/bin/baton train --kb $(KB)
 
-test: install browser ## Lint, then run every test (unit, integration, real browser)
+$(RASA_STAMP): bot/rasa/constraints-py310.txt
+	@[ -n "$(PYTHON310)" ] && "$(PYTHON310)" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null || { \
+		echo "error: Rasa 3.6 needs Python 3.10, and none was found (looked for python3.10 and pyenv's 3.10.x)."; \
+		echo "       Install it (e.g. pyenv install 3.10) or point to one: make rasa PYTHON310=/path/to/python3.10"; exit 1; }
+	"$(PYTHON310)" -m venv $(RASA_VENV)
+	$(RASA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RASA_VENV)/bin/python -m pip install --quiet rasa==3.6.21 jieba -c bot/rasa/constraints-py310.txt
+	touch $(RASA_STAMP)
+
+rasa-venv: $(RASA_STAMP) ## Build the Rasa venv (.venv-rasa, Python 3.10, ~3 minutes, 2.7 GB)
+
+rasa: install rasa-venv ## Train Rasa on KB and run it on 127.0.0.1:5005 with Baton's actions (see README)
+	RASA_TELEMETRY_ENABLED=false BATON_RASA_VENV=$(RASA_VENV) $(VENV)/bin/baton rasa serve --kb $(KB)
+
+test: install browser rasa-venv ## Lint, then run every test (unit, integration, real browser, real Rasa)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest
@@ -56,5 +75,5 @@ format: install ## Reformat the code with ruff
 bench: install ## Run the benchmarks of bench/ (minutes; see bench/RESULTS.md)
 	bash bench/run_all.sh
 
-clean: ## Remove the venv and trained models
-	rm -rf $(VENV) var
+clean: ## Remove the venvs and trained models
+	rm -rf $(VENV) $(RASA_VENV) var

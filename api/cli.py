@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from api.rasa_cli import add_commands as add_rasa_commands
+from api.rasa_cli import cmd_rasa
 from api.settings import Settings
 from knowledge_index.encoders import ENCODERS
 from knowledge_index.errors import KnowledgeBaseError, Problem
@@ -25,6 +27,7 @@ Commands:
   evaluate   train on one Rasa NLU file, score on another, print the metrics
   chat       talk to the bot in the terminal (trains first if needed)
   serve      run the service: chat page, web and app channels (trains first if needed)
+  rasa       train and run a Rasa server on a knowledge base (BATON_NLU_ENGINE=rasa uses it)
 
 Settings come from BATON_* environment variables (see README); flags override them.
 """
@@ -144,6 +147,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     kb_args(chat)
     model_args(chat)
     chat.add_argument("--retrain", action="store_true", help="train even if a current model exists")
+    add_rasa_commands(commands, settings)
     return parser
 
 
@@ -399,6 +403,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "chat": cmd_chat,
     "serve": cmd_serve,
+    "rasa": cmd_rasa,
 }
 
 
