@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent_assist.panel import STATIC as PANEL_STATIC
-from api import agent, panel, stats
+from api import agent, panel, rasa_bridge, stats
 from api.channels import app as app_channel
 from api.channels import web as web_channel
 from api.channels import wechat as wechat_channel
@@ -62,6 +62,7 @@ def create_app(start_service: ServiceFactory) -> FastAPI:
     app.include_router(app_channel.router)
     app.include_router(wechat_channel.router)
     app.include_router(backend_router)
+    app.include_router(rasa_bridge.router)
     app.include_router(agent.router)
     app.include_router(stats.router)
     app.include_router(panel.router)
