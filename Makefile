@@ -59,7 +59,9 @@ rasa-venv: $(RASA_STAMP) ## Build the Rasa venv (.venv-rasa, Python 3.10, ~3 min
 rasa: install rasa-venv ## Train Rasa on KB and run it on 127.0.0.1:5005 with Baton's actions (see README)
 	RASA_TELEMETRY_ENABLED=false BATON_RASA_VENV=$(RASA_VENV) $(VENV)/bin/baton rasa serve --kb $(KB)
 
-test: install browser rasa-venv ## Lint, then run every test (unit, integration, real browser, real Rasa)
+# The three installs are independent: run them side by side (most of their time is unpacking).
+test: ## Install what the tests need, lint, then run every test (unit, integration, real browser, real Rasa)
+	@$(MAKE) --no-print-directory -j3 install browser rasa-venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest

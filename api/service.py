@@ -113,7 +113,8 @@ class Service:
         desk = HandoffDesk(store, queue, agents, metrics, records, signals, config)
         desk.follow_queue()
         sentiment = await asyncio.to_thread(SentimentScorer.load, settings.data_dir / "sentiment")
-        nlu = NLUWorker(nlu_engine(settings, bot), settings.nlu_batch_size, settings.nlu_cache_size)
+        engine = await asyncio.to_thread(nlu_engine, settings, bot)  # asks Rasa whether it is ready
+        nlu = NLUWorker(engine, settings.nlu_batch_size, settings.nlu_cache_size)
         limiter = RateLimiter(redis, prefix, settings.rate_limit_messages, settings.rate_limit_seconds)
         pipeline = TurnPipeline(
             store,
