@@ -60,6 +60,11 @@ class NLUWorker:
             close()
 
     def _remember(self, text: str, result: ParseResult) -> ParseResult:
+        # A stand-in's parse (Baton's engine while Rasa is down) is not kept: once Rasa is back,
+        # it understands the message again.
+        from_stand_in = getattr(self.engine, "from_stand_in", None)
+        if from_stand_in is not None and from_stand_in(result):
+            return result
         if self.cache_size > 0:
             self._cache[text] = result
             if len(self._cache) > self.cache_size:

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Reproduce the figures of bench/RESULTS.md (about 17 minutes on 2 cores; --core: the headline
 # figures only, about 5 minutes, without the encoder comparison).
-# Usage: bash bench/run_all.sh [--core | --web | --handoff | --desk | --wechat]   (after `make install`; idle machine)
+# Usage: bash bench/run_all.sh [--core | --web | --handoff | --desk | --wechat | --rasa]   (after `make install`; idle machine)
 # --web: only the web chat load benchmark (about 2 minutes), added to bench/out/measurements.jsonl.
 # --handoff: only the escalation figures (sentiment, simulation, handoff latency; about 4 minutes).
 # --desk: only the agent desk in Chromium (about 1 minute; needs /usr/bin/chromium, `make browser`).
 # --wechat: only the WeChat callback under load (about 2 minutes).
+# --rasa: Baton's engine against Rasa's DIET on the same sets (about 80 minutes; needs `make rasa-venv`);
+#         not part of the full run, because of its length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -55,6 +57,12 @@ wechat() {
 }
 if [ "${1:-}" = "--wechat" ]; then
     wechat
+    exit 0
+fi
+
+# The peer: Rasa 3.6 (DIET, bot/rasa's configs) and Baton's engine, trained and scored one after the other.
+if [ "${1:-}" = "--rasa" ]; then
+    $PY bench/rasa_peer.py --banking-epochs 30 --kb-epochs 100 --json
     exit 0
 fi
 

@@ -52,6 +52,7 @@ class FallbackEngine:
         self.fallbacks = 0
         self.failures_seen = 0
         self._resting_until: float | None = None  # set while primary is considered down
+        self._stand_ins: frozenset[int] = frozenset()  # ids of the last batch's results by backup
         self._lock = threading.Lock()  # counters are read by the service's event loop
 
     @property
@@ -83,12 +84,20 @@ class FallbackEngine:
                 break
             self._recovered()
         rest = [i for i, result in enumerate(results) if result is None]
+        stand_ins = []
         if rest:
             with self._lock:
                 self.fallbacks += len(rest)
             for i, result in zip(rest, self.backup.parse_batch([texts[i] for i in rest]), strict=True):
                 results[i] = result
+                stand_ins.append(id(result))
+        self._stand_ins = frozenset(stand_ins)
         return results  # type: ignore[return-value]  # every slot is filled above
+
+    def from_stand_in(self, result: ParseResult) -> bool:
+        """True when ``result`` (of the latest batch) came from ``backup``: a cache should not keep
+        it, so that the message is asked of ``primary`` again once it is back."""
+        return id(result) in self._stand_ins
 
     def _primary_allowed(self) -> bool:
         return self._resting_until is None or self.clock() >= self._resting_until

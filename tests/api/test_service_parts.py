@@ -11,6 +11,7 @@ import redis.asyncio
 
 from api.nlu_worker import NLUWorker
 from api.ratelimit import RateLimiter
+from bot.nlu.fallback import FallbackEngine
 from bot.nlu.types import IntentScore, ParseResult
 
 
@@ -100,3 +101,38 @@ def test_a_repeated_message_is_answered_from_the_cache_and_the_cache_is_bounded(
     # "a" the second time came from the cache; by the fifth call b and c had pushed it out.
     assert engine.batches == [["a"], ["b"], ["c"], ["a"]]
     assert (worker.hits, worker.misses) == (1, 4)
+
+
+class Down(Exception):
+    pass
+
+
+class Named:
+    """Answers every text with its own name as the intent, or raises `Down` while ``failing``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failing = False
+
+    def parse_batch(self, texts: Sequence[str]) -> list[ParseResult]:
+        if self.failing:
+            raise Down(self.name)
+        return [ParseResult(t, "en", IntentScore(self.name, 1.0)) for t in texts]
+
+
+def test_a_stand_in_parse_is_not_cached_so_rasa_understands_the_message_once_back():
+    rasa, baton = Named("rasa"), Named("baton")
+    engine = FallbackEngine(rasa, baton, (Down,), retry_seconds=0)
+    worker = NLUWorker(engine)
+
+    async def main() -> list[str]:
+        rasa.failing = True
+        first = (await worker.parse("hello")).intent.name
+        rasa.failing = False
+        return [first, (await worker.parse("hello")).intent.name, (await worker.parse("hello")).intent.name]
+
+    try:
+        assert asyncio.run(main()) == ["baton", "rasa", "rasa"]
+    finally:
+        worker.close()
+    assert (worker.hits, worker.misses) == (1, 2)  # Rasa's parse was kept, the stand-in's was not
