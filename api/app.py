@@ -16,11 +16,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent_assist.panel import STATIC as PANEL_STATIC
 from api import agent, panel, rasa_bridge, stats
+from api.auth import rasa_token
 from api.channels import app as app_channel
 from api.channels import web as web_channel
 from api.channels import wechat as wechat_channel
 from api.errors import ApiError
 from api.identities import router as backend_router
+from api.rasa_resume import RasaResumer
 from api.service import Service
 from handoff.desk import DeskError
 
@@ -39,14 +41,20 @@ def create_app(start_service: ServiceFactory) -> FastAPI:
         service = await start_service()
         service.channels = {"web": web_channel.WebChannel(service), "app": app_channel.AppChannel()}
         wechat = None
+        resumer = None
         try:
             config = wechat_channel.WeChatConfig.from_settings(service.settings)
             if config is not None:
                 wechat = service.channels["wechat"] = wechat_channel.WeChatChannel(service, config)
                 await wechat.start()
+            if service.settings.rasa_actions_token:  # the Rasa bridge is on: resume what it paused
+                resumer = RasaResumer(service, service.settings.rasa_url, rasa_token(service.settings))
+                await resumer.start()
             app.state.service = service
             yield
         finally:
+            if resumer is not None:
+                await resumer.stop()
             if wechat is not None:
                 await wechat.stop()
             await service.stop()

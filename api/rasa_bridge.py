@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import make_token
 from api.channels.app import bearer
 from api.errors import ApiError, unauthorized
+from api.rasa_resume import remember_sender
 from api.service import Service
 from bot.dialogue import ActionKind, BotAction, DialogueContext
 from bot.nlu.language import detect_language
@@ -447,6 +448,8 @@ async def handoff(body: HandoffBody, service: Caller) -> HandoffAnswer:
         imported = await Importer(service, conversation, language, seen_key).run(lines)
         intent = _routing_intent(lines, service.desk.config.skills)
         handoff, queued = await _queue(service, conversation, reason, intent, language)
+        # action_baton_handoff pauses Rasa: resume it when this handoff closes (api.rasa_resume).
+        await remember_sender(service.redis, service.settings.redis_prefix, conversation.id, body.sender_id)
     current = await service.store.get_conversation(conversation.id)
     return HandoffAnswer(
         conversation_id=conversation.id,

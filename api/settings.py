@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     nlu_engine: Literal["baton", "rasa"] = Field(
         "baton", description="who understands messages: baton (in-process) or rasa (a Rasa server)"
     )
-    rasa_url: str = Field("http://127.0.0.1:5005", description="the Rasa server (BATON_NLU_ENGINE=rasa)")
+    rasa_url: str = Field(
+        "http://127.0.0.1:5005", description="the Rasa server: the NLU engine, and where handoffs resume Rasa"
+    )
     rasa_token: SecretStr | None = Field(
         None, description="the Rasa server's --auth-token; empty: the one baton rasa serve keeps in data_dir"
     )

@@ -117,6 +117,15 @@ def rasa_says(stack: RasaStack, sender: str, text: str) -> list[dict]:
     return answer.json()
 
 
+def tracker_paused(stack: RasaStack, sender: str) -> bool:
+    """Whether Rasa has paused the conversation of ``sender``."""
+    tracker = httpx.get(
+        f"{stack.url}/conversations/{sender}/tracker", params={"token": RASA_TOKEN}, timeout=30
+    )
+    tracker.raise_for_status()
+    return tracker.json()["paused"]
+
+
 def nlu_figures(stack: RasaStack) -> dict:
     return httpx.get(f"{stack.baton.url}/api/v1/stats", timeout=10).json()["live"]
 
@@ -175,12 +184,25 @@ def test_action_baton_handoff_queues_the_conversation_and_pauses_rasa(stack):
     assert ("customer", "how much is shipping") in texts
     assert ("customer", "I want to talk to a person") in texts
 
-    tracker = httpx.get(
-        f"{stack.url}/conversations/rasa-handoff-1/tracker", params={"token": RASA_TOKEN}, timeout=30
-    ).json()
-    assert tracker["paused"] is True
+    assert tracker_paused(stack, "rasa-handoff-1") is True
     # Paused: Rasa no longer answers this customer; the person does.
     assert rasa_says(stack, "rasa-handoff-1", "hello?") == []
+
+    # The person resolves the chat: Baton resumes the Rasa conversation, and Rasa answers again.
+    supervisor.online()  # with the default routing the waiting chat comes to sam
+    deadline = time.monotonic() + 30
+    while conversation_id not in {
+        c["conversation_id"] for c in supervisor.call("GET", "/chats").json()["chats"]
+    }:
+        assert time.monotonic() < deadline, "the chat was not assigned to sam"
+        time.sleep(0.2)
+    assert supervisor.call("POST", f"/conversations/{conversation_id}/resolve").status_code == 200
+    while tracker_paused(stack, "rasa-handoff-1"):
+        assert time.monotonic() < deadline + 30, "Baton did not resume the Rasa conversation"
+        time.sleep(0.2)
+    replies = rasa_says(stack, "rasa-handoff-1", "refund timeline please")
+    assert any("1-3 days" in r.get("text", "") for r in replies), replies
+    supervisor.online(False)
 
 
 def test_when_rasa_stops_baton_s_engine_answers_and_it_is_counted(stack):
