@@ -48,7 +48,7 @@ def rasa_binary(venv: Path) -> Path:
     Raises:
         RasaSetupError: the venv has no ``rasa`` (build it with ``make rasa-venv``).
     """
-    binary = Path(venv) / "bin" / "rasa"
+    binary = (Path(venv) / "bin" / "rasa").absolute()  # Rasa runs in its workspace, not here
     if not binary.exists():
         raise RasaSetupError(
             f"no Rasa in {venv} (looked for {binary}); build it with `make rasa-venv`, "
