@@ -34,7 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.evaluation import score  # noqa: E402  (the path above makes the repository importable)
+from bench.baton_serving_memory import serving_peak_mb  # noqa: E402  (the path above makes it importable)
+from bot.evaluation import score  # noqa: E402
 from bot.nlu.rasa_client import to_parse_result  # noqa: E402
 from bot.rasa_project import prepare, rasa_binary, train_command, write_config  # noqa: E402
 from conversations.redis_server import free_port  # noqa: E402
@@ -104,8 +105,10 @@ def baton(bench: Benchmark) -> dict:
         "parse_ms_p50": metrics["predict_ms_p50"],
         "parse_ms_p99": details["predict_ms_p99"],
         "peak_rss_mb": round(peak),
-        "how": "in-process parse, one message at a time (300-message sample); peak of the evaluate "
-        "process (training and parsing)",
+        "serving_peak_rss_mb": round(serving_peak_mb(bench.train, bench.test)),
+        "how": "in-process parse, one message at a time (300-message sample); peak_rss_mb: the "
+        "evaluate process (training and parsing); serving_peak_rss_mb: a process that loads the "
+        "saved model and parses every test message",
     }
 
 
