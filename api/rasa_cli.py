@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -74,6 +75,9 @@ def add_commands(commands: argparse._SubParsersAction, settings: Settings) -> No
 def cmd_rasa(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``baton rasa train`` or ``baton rasa serve``; 2 with a clear message when Rasa cannot run."""
     try:
+        for port in (getattr(args, "port", 1), getattr(args, "actions_port", 1)):
+            if not 0 < port < 65536:  # checked before training, which takes minutes
+                raise RasaSetupError(f"port {port} is not between 1 and 65535")
         rasa = rasa_binary(settings.rasa_venv)
         workspace = prepare(
             args.kb, settings.data_dir / "rasa" / Path(args.kb).resolve().name, args.epochs, args.config
@@ -82,12 +86,9 @@ def cmd_rasa(args: argparse.Namespace, settings: Settings) -> int:
         if args.rasa_command == "train":
             print(f"Rasa model: {workspace.model}")
             return 0
-        for port in (args.port, args.actions_port):
-            if not 0 < port < 65536:
-                raise RasaSetupError(f"port {port} is not between 1 and 65535")
         return _serve(rasa, workspace, args, settings)
     except RasaSetupError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
 

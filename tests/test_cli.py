@@ -88,6 +88,21 @@ def test_threshold_out_of_range_is_refused():
     assert result.returncode == 2 and "--threshold must be between 0 and 1" in result.stderr
 
 
+def test_baton_rasa_refuses_what_it_cannot_run_before_training(tmp_path):
+    no_venv = subprocess.run(
+        [*BATON, "rasa", "train", "--kb", str(TINY_KB)],
+        cwd=ROOT,
+        env={**os.environ, "BATON_RASA_VENV": str(tmp_path / "none"), "BATON_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert no_venv.returncode == 2 and "make rasa-venv" in no_venv.stderr
+    bad_port = baton("rasa", "serve", "--port", "0")
+    assert bad_port.returncode == 2 and "port 0 is not between 1 and 65535" in bad_port.stderr
+    assert not (tmp_path / "rasa").exists()  # nothing was prepared
+
+
 @pytest.mark.slow
 def test_train_then_chat(tmp_path):
     models = tmp_path / "models"
