@@ -15,10 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from api.auth import rasa_token
 from api.settings import Settings
+from bot.nlu.rasa_client import RasaNLU
 from bot.rasa_project import (
     CONFIGS,
     RASA_DIR,
@@ -160,16 +159,13 @@ def _wait_ready(url: str, token: str, children: list[subprocess.Popen[bytes]]) -
         RasaSetupError: a process ended, or the server was not ready within `READY_SECONDS`.
     """
     deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
-        if any(child.poll() is not None for child in children):
-            raise RasaSetupError("a Rasa process ended while starting; see its output above")
-        try:
-            status = httpx.get(f"{url}/status", params={"token": token}, timeout=2)
-            if status.status_code == 200 and status.json().get("model_file"):
+    with RasaNLU(url, token, timeout=2) as rasa:
+        while time.monotonic() < deadline:
+            if any(child.poll() is not None for child in children):
+                raise RasaSetupError("a Rasa process ended while starting; see its output above")
+            if rasa.ready():
                 return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
+            time.sleep(1)
     raise RasaSetupError(f"the Rasa server at {url} was not ready after {READY_SECONDS:g} s")
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.measure import run_measured  # noqa: E402  (the path above makes it importable)
 
 
 def _save(train: str, folder: str) -> None:
@@ -40,11 +40,10 @@ def _serve(folder: str, test: str) -> None:
 
 def peak_of(args: list[str]) -> float:
     """Run this script with ``args`` in a child process; its peak resident memory in MB."""
-    process = subprocess.Popen([sys.executable, __file__, *args], cwd=ROOT)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{args[0]} failed")
-    return usage.ru_maxrss / 1024
+    status, _, err, _, peak = run_measured([sys.executable, __file__, *args], cwd=ROOT)
+    if status != 0:
+        raise RuntimeError(f"{args[0]} failed:\n{err[-2000:]}")
+    return peak
 
 
 def serving_peak_mb(train: Path, test: Path) -> float:

@@ -23,7 +23,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.baton_serving_memory import serving_peak_mb  # noqa: E402  (the path above makes it importable)
+from bench.measure import run_measured  # noqa: E402
 from bot.evaluation import score  # noqa: E402
-from bot.nlu.rasa_client import to_parse_result  # noqa: E402
+from bot.nlu.rasa_client import RasaNLU, to_parse_result  # noqa: E402
 from bot.rasa_project import prepare, rasa_binary, train_command, write_config  # noqa: E402
 from conversations.redis_server import free_port  # noqa: E402
 from knowledge_index.nlu_file import load_nlu_file  # noqa: E402
@@ -56,28 +56,6 @@ class Benchmark:
     test: Path
     rasa_config: str  # a key of bot.rasa_project.CONFIGS
     kb: Path | None  # a knowledge-base folder: Rasa trains on it with the project's domain and rules
-
-
-def run_measured(command: list[str], **kwargs) -> tuple[int, str, str, float, float]:
-    """Run ``command`` to its end: exit status, stdout, stderr, wall seconds, peak RSS in MB.
-
-    The peak is the child's own (``wait4``'s rusage), not the largest of every child so far.
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=err, **kwargs)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return (
-            process.returncode,
-            out.read().decode("utf-8", "replace"),
-            err.read().decode("utf-8", "replace"),
-            seconds,
-            usage.ru_maxrss / 1024,  # Linux: KiB
-        )
 
 
 def baton(bench: Benchmark) -> dict:
@@ -155,17 +133,14 @@ def serve_and_score(bench: Benchmark, model: Path, work: Path, rasa: Path) -> di
     url = f"http://127.0.0.1:{port}"
     try:
         started = time.perf_counter()
-        with httpx.Client(base_url=url, timeout=30) as client:
+        with httpx.Client(base_url=url, timeout=30) as client, RasaNLU(url, timeout=2) as rasa_client:
             while True:
                 if server.poll() is not None:
                     raise RuntimeError(f"rasa run ended; see {work / 'server.log'}")
                 if time.perf_counter() - started > READY_SECONDS:
                     raise RuntimeError(f"rasa run not ready after {READY_SECONDS} s")
-                try:
-                    if client.get("/status").json().get("model_file"):
-                        break
-                except (httpx.HTTPError, ValueError):
-                    pass
+                if rasa_client.ready():
+                    break
                 time.sleep(1)
             ready_seconds = time.perf_counter() - started
             test = load_nlu_file(bench.test, 50_000_000, []).examples

@@ -79,9 +79,9 @@ class RasaNLU:
         """True when the server answers and has a model loaded (``GET /status``)."""
         try:
             response = self._client.get("/status", params=self._params)
-        except httpx.HTTPError:
+            return response.status_code == 200 and bool(response.json().get("model_file"))
+        except (httpx.HTTPError, ValueError):  # not up yet, or something else answering
             return False
-        return response.status_code == 200 and bool(response.json().get("model_file"))
 
     def close(self) -> None:
         """Close the HTTP connections."""
