@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import re
-import string
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -32,12 +31,11 @@ import numpy as np
 from knowledge_index.articles import chunk_article
 from knowledge_index.encoders import Encoder
 from knowledge_index.index import Entry, VectorIndex
-from knowledge_index.model import FALLBACK, LANGUAGES, OUT_OF_SCOPE, KnowledgeBase, has_cjk
+from knowledge_index.model import CJK_RANGES, LANGUAGES, NOT_A_TOPIC, KnowledgeBase, has_cjk
+from knowledge_index.templates import fill, placeholders, without_placeholders
 
 # Intents whose responses are not answers an agent would send.
-SKIPPED_INTENTS = frozenset(
-    {OUT_OF_SCOPE, FALLBACK, "human_handoff", "greet", "goodbye", "thanks", "affirm", "deny"}
-)
+SKIPPED_INTENTS = NOT_A_TOPIC
 DEFAULT_LANGUAGE = "en"
 
 # Weights of the signals merged by suggest() and search(), among those present in a call.
@@ -54,7 +52,7 @@ _VECTOR_FLOOR = 0.02  # a search result's least share of the vector search's sof
 _K1 = 1.2
 _B = 0.5
 
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_CJK_RUN = re.compile(f"[{CJK_RANGES}]+")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP_WORDS = frozenset(
     [
@@ -210,26 +208,12 @@ def _lang(language: str | None) -> str:
     return language if language in LANGUAGES else DEFAULT_LANGUAGE
 
 
-def placeholders(template: str) -> list[str]:
-    """The named placeholders of a response template (``{order_number}``), each once, in order."""
-    try:
-        return list(dict.fromkeys(name for _, name, _, _ in string.Formatter().parse(template) if name))
-    except ValueError:  # an unbalanced brace: nothing can be filled safely
-        return ["{"]
-
-
 def _fill(template: str, values: Mapping[str, str]) -> str | None:
-    """``template`` with every placeholder filled, or None if one has no value.
-
-    Values are inserted as they are (never formatted), so a customer's "{x}" stays text.
-    """
+    """``template`` with every placeholder filled, or None if one has no value or it is broken."""
     names = placeholders(template)
-    if any(not values.get(name) for name in names):
+    if names is None or any(not values.get(name) for name in names):
         return None
-    if not names:
-        return template
-    parts = string.Formatter().parse(template)
-    return "".join(literal + (str(values[name]) if name else "") for literal, name, _, _ in parts)
+    return fill(template, values)
 
 
 def _stem(word: str) -> str:
@@ -372,7 +356,7 @@ class ReplySuggester:
         for intent, by_language in self._answers.items():
             counts = Counter[str]()
             for text in [*examples[intent], *by_language.values()]:
-                counts.update(features(re.sub(r"\{[^{}]*\}", " ", text)))
+                counts.update(features(without_placeholders(text)))
             # The intent's name (faq/return_policy) is the topic's title: its words count twice.
             for _ in range(_TITLE_WEIGHT):
                 counts.update(features(intent.rsplit("/", 1)[-1].replace("_", " ")))
@@ -409,7 +393,7 @@ class ReplySuggester:
                 return variation.text
         for variation in variations:
             if variation.language is None and variation.text.strip():
-                written = "zh" if has_cjk(re.sub(r"\{[^{}]*\}", " ", variation.text)) else "en"
+                written = "zh" if has_cjk(without_placeholders(variation.text)) else "en"
                 return variation.text if written == language else None
         return None
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from knowledge_index.model import has_cjk
+from knowledge_index.model import NOT_A_TOPIC, SMALL_TALK_INTENTS, has_cjk
 
 # Longest summary per language; Chinese says more per character.
 MAX_CHARS = {"zh": 250, "en": 400}
@@ -28,11 +28,6 @@ ENTITY_CHARS = 24  # an entity value is customer text too: keep it short
 MAX_ENTITY_VALUES = 3
 ELLIPSIS = "…"
 
-# Intents that say nothing about what the customer came for.
-_NOT_A_TOPIC = frozenset(
-    {"greet", "goodbye", "thanks", "affirm", "deny", "human_handoff", "out_of_scope", "nlu_fallback"}
-)
-_SMALL_TALK = frozenset({"greet", "goodbye", "thanks", "affirm", "deny"})
 
 # Chinese titles for the built-in intents and the topics of the knowledge base Baton ships with,
 # keyed by the intent's last segment (so ``faq/return_policy`` and ``return_policy`` both match).
@@ -228,7 +223,7 @@ def _facts(turns: Sequence[Mapping[str, Any]]) -> _Facts:
         if sender == "customer":
             last_text = _clean(turn.get("text") or "")
             intent = nlu.get("intent")
-            if isinstance(intent, str) and intent and intent not in _NOT_A_TOPIC:
+            if isinstance(intent, str) and intent and intent not in NOT_A_TOPIC:
                 counts[intent] += 1
                 first_seen.setdefault(intent, position)
             for entity in nlu.get("entities") or ():
@@ -237,7 +232,7 @@ def _facts(turns: Sequence[Mapping[str, Any]]) -> _Facts:
             moods.append(_mood(nlu.get("sentiment")))
         elif sender == "bot":
             action, intent = nlu.get("action"), nlu.get("intent")
-            if action == "answer" and isinstance(intent, str) and intent not in _SMALL_TALK:
+            if action == "answer" and isinstance(intent, str) and intent not in SMALL_TALK_INTENTS:
                 answered[intent] = None
             elif action == "article":
                 articles += 1

@@ -31,18 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from conversations.model import CHANNELS, DEFAULT_TIER
+from handoff.signals import EXPLICIT_REQUEST, REASONS
 from knowledge_index.model import FALLBACK, LANGUAGES, OUT_OF_SCOPE, has_cjk
 
 OUTCOMES = ("bot", "human")
-REASONS = (
-    "explicit_request",
-    "negative_sentiment",
-    "repeated_question",
-    "too_many_turns",
-    "fallback_streak",
-    "sensitive_topic",
-)
-EXPLICIT_REQUEST = "explicit_request"
 DEFAULT_CHANNEL = "web"
 _TOP_KEYS = frozenset({"id", "channel", "customer", "turns", "expect", "note"})
 _EXPECT_KEYS = frozenset({"outcome", "reason", "by_turn", "not_before", "intents"})

@@ -13,6 +13,8 @@ with the new context. In order, a turn is:
 4. **A confident intent** is answered with its response in the customer's language, its
    placeholders filled from the remembered slots; a missing slot is asked for with
    ``utter_ask_<slot>``. ``{status}`` comes from the order connector, by ``order_number``.
+   A response whose template is broken (an unclosed ``{``) is not sent: the bot says it cannot
+   complete the request and offers a person.
 5. **Anything else** (``nlu_fallback``, ``out_of_scope``): an article passage if one is a
    close match, else "did you mean A or B?" if the top two intents are close, else a polite
    fallback with a "talk to a person" button.
@@ -49,7 +51,6 @@ payload, a bare order number, an emoji. Those keep the conversation's language.
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -57,10 +58,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bot.nlu.language import detect_language
 from bot.nlu.types import IntentScore, NLUEngine, ParseResult
 from bot.orders import Order, OrderConnector, OrderLookupError
+from knowledge_index.language import LATIN_WORD, detect_language
 from knowledge_index.model import FALLBACK, LANGUAGES, OUT_OF_SCOPE, KnowledgeBase, Variation, has_cjk
+from knowledge_index.templates import fill, placeholders, without_placeholders
 
 if TYPE_CHECKING:
     from bot.nlu.engine import BatonNLU
@@ -87,7 +89,6 @@ _FLOOR_QUANTILE = 0.02
 _FLOOR_MAX_EXAMPLES = 2000  # the pairwise matrix grows with the square
 
 _PAYLOAD = re.compile(r"/([A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)?)")
-_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 
 # Fallbacks for the responses the policy needs when a knowledge base lacks them (or lacks the
 # customer's language), worded for any shop.
@@ -235,24 +236,6 @@ class _Turn:
     bare: bool  # the message is nothing but entity values (and punctuation or emoji)
 
 
-def placeholders(template: str) -> list[str]:
-    """The named placeholders of a response template, in order of appearance, each once."""
-    try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
-    except ValueError:  # an unbalanced brace: the template has no usable placeholders
-        return []
-    return list(dict.fromkeys(names))
-
-
-def fill(template: str, values: Mapping[str, str]) -> str:
-    """``template`` with its placeholders replaced; values are inserted as they are, never parsed."""
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError:
-        return template
-    return "".join(literal + (str(values.get(name, "")) if name else "") for literal, name, _, _ in parts)
-
-
 def pick_article(hits: Sequence[Hit], floor: float, language: str) -> Hit | None:
     """The article passage to answer with, or None (see the module docstring).
 
@@ -288,8 +271,8 @@ def index_floor(index: VectorIndex, encoder: Encoder) -> float | None:
 
 def _written_in(text: str) -> str | None:
     """The language a template is written in, or None if it has no words."""
-    words = re.sub(r"\{[^{}]*\}", " ", text)
-    if not has_cjk(words) and not _LATIN_WORD.search(words):
+    words = without_placeholders(text)
+    if not has_cjk(words) and not LATIN_WORD.search(words):
         return None
     return detect_language(words).language
 
@@ -340,7 +323,10 @@ class DialoguePolicy:
         self.intents = frozenset(kb.nlu.intents) | {HANDOFF}
         # Entities worth remembering: those some response shows, plus what a lookup needs.
         shown = {
-            name for variations in kb.responses.values() for v in variations for name in placeholders(v.text)
+            name
+            for variations in kb.responses.values()
+            for v in variations
+            for name in placeholders(v.text) or ()
         }
         self.slot_names = frozenset((shown - _COMPUTED) | set(_LOOKUPS.values()))
 
@@ -402,7 +388,7 @@ class DialoguePolicy:
             language=self._language(parse, context, rest),
             slots=slots,
             previous=context,
-            bare=payload is None and not has_cjk(rest) and not _LATIN_WORD.search(rest),
+            bare=payload is None and not has_cjk(rest) and not LATIN_WORD.search(rest),
         )
         intent = parse.intent.name
         if intent == HANDOFF:
@@ -471,7 +457,7 @@ class DialoguePolicy:
     def _language(self, parse: ParseResult, context: DialogueContext, rest: str) -> str:
         # `rest` is the message without its entities ("" for a payload): with no Chinese character
         # and no Latin word in it, it says nothing about the customer's language.
-        if context.language and not has_cjk(rest) and not _LATIN_WORD.search(rest):
+        if context.language and not has_cjk(rest) and not LATIN_WORD.search(rest):
             return context.language
         return parse.language if parse.language in LANGUAGES else DEFAULT_LANGUAGE
 
@@ -537,6 +523,8 @@ class DialoguePolicy:
         if variation is None:
             return None
         fields = placeholders(variation.text)
+        if fields is None:  # a broken template: sent, it would show half a placeholder
+            return self._cannot_complete(intent, turn)
         needed = [f for f in fields if f in self.slot_names]
         needed += [slot for f, slot in _LOOKUPS.items() if f in fields and slot not in needed]
         missing = [slot for slot in needed if slot not in turn.slots]

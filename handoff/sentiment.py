@@ -6,8 +6,9 @@ or when several messages in a row reach a high ``negative``.
 
 How a message is scored
 -----------------------
-Language: any CJK character makes it Chinese (``zh``), otherwise English (``en``); each language has
-its own fitted parts.
+Language: Baton's one rule (`knowledge_index.language`, the bot's too): Chinese (``zh``) when the
+message has at least as many Chinese characters as English words, otherwise English (``en``); each
+language has its own fitted parts.
 
 ``negative`` is a small logistic regression ("stacker") over a dozen features, fitted on chat-style
 messages so that its output is a probability calibrated for support chats, not for product reviews:
@@ -86,6 +87,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.utils import murmurhash3_32
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from knowledge_index.language import detect_language as guess_language
+
 # Bump when features, lexicons or training change, so that cached models are rebuilt.
 MODEL_VERSION = "2"
 
@@ -99,7 +102,6 @@ POSITIVE_LABEL_AT = 0.5
 SEED_PATH = Path(__file__).resolve().parent / "sentiment_seed.csv"
 LANGUAGES = ("en", "zh")
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff]")
 _FOLDS = 5
 _SEED = 0
 # Review sentences kept out of the review model to teach the Chinese stacker how far to trust it, and
@@ -126,8 +128,8 @@ class Sentiment:
 
 
 def detect_language(text: str) -> str:
-    """``"zh"`` when the text holds any CJK character, else ``"en"``."""
-    return "zh" if _CJK.search(text) else "en"
+    """``"zh"`` or ``"en"`` by Baton's language rule, as the bot decides it; ``"en"`` with no words."""
+    return guess_language(text, default="en").language
 
 
 def _normalise(text: str) -> str:

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from knowledge_index.handoff_file import HandoffConfig
+from knowledge_index.model import CJK_CHAR, SMALL_TALK_INTENTS
 
 EXPLICIT_REQUEST = "explicit_request"
 NEGATIVE_SENTIMENT = "negative_sentiment"
@@ -62,8 +63,8 @@ SEVERITY = {
 
 HANDOFF_INTENT = "human_handoff"
 NOT_UNDERSTOOD = frozenset({"nlu_fallback", "out_of_scope"})
-# Small talk is never "a question that keeps coming back".
-SMALL_TALK = frozenset({"greet", "goodbye", "thanks", "affirm", "deny", HANDOFF_INTENT})
+# Small talk, and asking for a person (honoured on its own), is never "a question that keeps coming back".
+SMALL_TALK = frozenset({*SMALL_TALK_INTENTS, HANDOFF_INTENT})
 # Saying these means the matter was settled: the turn count starts again.
 SETTLED = frozenset({"thanks", "goodbye"})
 RECENT_QUESTIONS = 8  # questions remembered for the repeat check
@@ -104,7 +105,7 @@ _ASKED_AGAIN = re.compile(
     r"|第[二三四五][遍次]|你说的|你刚才说|刚说的|没解决|不是这个",
     re.IGNORECASE,
 )
-_CJK = re.compile(r"[\u3400-\u9fff]")
+
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -354,7 +355,7 @@ def _grams(text: str) -> Counter[str]:
     """Character n-grams: bigrams for Chinese, 3-grams inside words for English."""
     lowered = text.lower()
     grams: Counter[str] = Counter()
-    cjk = "".join(_CJK.findall(lowered))
+    cjk = "".join(CJK_CHAR.findall(lowered))
     grams.update(cjk[i : i + 2] for i in range(len(cjk) - 1))
     grams.update(cjk)
     for word in _WORD.findall(lowered):

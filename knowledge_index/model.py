@@ -7,12 +7,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Intents whose meaning Baton knows (DESIGN.md).
-BUILTIN_INTENTS = ("human_handoff", "out_of_scope", "greet", "goodbye", "thanks", "affirm", "deny")
 OUT_OF_SCOPE = "out_of_scope"
 FALLBACK = "nlu_fallback"
+# The built-in intents that are conversation, not a question about something.
+SMALL_TALK_INTENTS = ("greet", "goodbye", "thanks", "affirm", "deny")
+# Intents whose meaning Baton knows (DESIGN.md).
+BUILTIN_INTENTS = ("human_handoff", OUT_OF_SCOPE, *SMALL_TALK_INTENTS)
+# Intents that say nothing about what the customer came for, so they are no topic and no answer.
+NOT_A_TOPIC = frozenset({*BUILTIN_INTENTS, FALLBACK})
 LANGUAGES = ("zh", "en")
-CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# Chinese characters (CJK Unified Ideographs, Extension A, Compatibility Ideographs) as the body of a
+# character class, so that a pattern for one character and one for a run share the same ranges.
+CJK_RANGES = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+CJK_CHAR = re.compile(f"[{CJK_RANGES}]")
 
 
 def has_cjk(text: str) -> bool:

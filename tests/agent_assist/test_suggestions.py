@@ -3,27 +3,21 @@ apology or acknowledgement, placeholders filled or skipped, keyword and vector s
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from agent_assist.suggestions import ReplySuggester, Suggestion, features
+from handoff.signals import REASONS  # every code the escalation gives must have an opener
 from knowledge_index.articles import chunk_article
 from knowledge_index.encoders import get_encoder
 from knowledge_index.index import VectorIndex
 from knowledge_index.loader import load_kb
-from knowledge_index.model import has_cjk
+from knowledge_index.model import Variation, has_cjk
 from tests.conftest import DEFAULT_KB
 
 ORDER = "LM2024051234"
-REASONS = (
-    "negative_sentiment",
-    "explicit_request",
-    "repeated_question",
-    "sensitive_topic",
-    "fallback_streak",
-    "too_many_turns",
-)
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +103,14 @@ def test_answers_with_unfillable_placeholders_are_skipped(tiny):
     # the knowledge base allows one answer, and the acknowledgement still comes.
     assert [s.source for s in found] == ["utter_faq/refund_time", "reason:too_many_turns"]
     assert all("{" not in s.text for s in found)
+
+
+def test_an_answer_with_a_broken_template_is_skipped(tiny_kb):
+    broken = Variation("Order {order_number: {status}")  # an unclosed brace
+    kb = dataclasses.replace(tiny_kb, responses={**tiny_kb.responses, "utter_order_status": [broken]})
+    slots = {"order_number": ORDER, "status": "shipped"}
+    found = ReplySuggester(kb).suggest("where is my order", "en", [("order_status", 0.9)], [], slots)
+    assert [s.source for s in found] == ["reason:none"]
 
 
 def test_builtin_intents_are_never_suggested(lumo):
@@ -234,6 +236,9 @@ def test_article_sources_number_the_passages(tiny_kb, tiny):
 def test_features_mix_chinese_ngrams_and_english_stems():
     found = features("Returned 2 jackets，退货吗")
     assert {"return", "jacket", "2", "退货", "货吗", "退"} <= set(found)
+    # A Chinese run is the shared character class (Extension A included); kana ends it.
+    found = features("退\u3400货の件")
+    assert {"退\u3400", "\u3400货", "件"} <= set(found) and "货件" not in found
     assert features("shipping") == features("ship")
     assert "the" not in features("the")
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from agent_assist.summary import MAX_CHARS, REASON_TEXT, intent_title, summarize
+from handoff.signals import REASONS
 from knowledge_index.loader import load_kb
 from knowledge_index.model import has_cjk
 from tests.conftest import DEFAULT_KB
@@ -176,6 +177,12 @@ def test_what_the_bot_asked_for_and_calm_customers():
     assert "asked for the order number" in text and "clarify 1 time" in text
     assert "angry" not in text and "negative" not in text  # no sentiment: no mood claimed
     assert "询问了订单号" in summarize(turns, ["too_many_turns"], "zh")
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+def test_every_reason_code_has_words(language):
+    # agent_assist may not import handoff, so its texts are keyed by the codes spelled out: check them.
+    assert set(REASON_TEXT[language]) == set(REASONS)
 
 
 def test_unknown_reasons_and_odd_turns_do_not_break_it():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 
 import pytest
@@ -24,7 +25,7 @@ from bot.reply import ChatSession, render
 from bot.trained import TrainedBot
 from conversations.redis_server import free_port
 from knowledge_index.index import Entry, Hit
-from knowledge_index.model import FALLBACK
+from knowledge_index.model import FALLBACK, Variation
 
 PERSON_EN = {"title": "Talk to a person", "payload": "/human_handoff"}
 PERSON_ZH = {"title": "转人工客服", "payload": "/human_handoff"}
@@ -364,6 +365,21 @@ def test_not_understood_falls_back_to_utter_default_with_a_person_button(tiny):
     (action,) = tiny("asdf")
     assert (action.kind, action.source, action.intent) == (ActionKind.FALLBACK, "utter_default", FALLBACK)
     assert action.text == "Sorry, could you rephrase that?" and action.buttons == [PERSON_EN]
+
+
+def test_a_broken_template_is_never_sent(tiny_kb, tiny_nlu, tiny_index):
+    # An unclosed brace: sent as it is, the customer would read "{order_number".
+    broken = Variation("Refunds for {order_number arrive in 1-3 days.")
+    kb = dataclasses.replace(tiny_kb, responses={**tiny_kb.responses, "utter_faq/refund_time": [broken]})
+    policy = DialoguePolicy.from_engine(kb, tiny_nlu, tiny_index)
+    sure = IntentScore("faq/refund_time", 0.99)
+    action = decide(policy, ParseResult("how long does a refund take", "en", sure, (sure,)))
+    assert (action.kind, action.source, action.intent) == (
+        ActionKind.FALLBACK,
+        "cannot_complete",
+        "faq/refund_time",
+    )
+    assert "{" not in action.text and action.buttons == [PERSON_EN]
 
 
 def test_a_knowledge_base_text_in_the_wrong_language_is_replaced(tiny_policy):

@@ -15,6 +15,7 @@ from handoff.sentiment import (
     detect_language,
     evaluate_csv,
 )
+from knowledge_index.language import detect_language as guess_language
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT_SETS = [ROOT / "bench" / "data" / "sentiment" / f"chat_{lang}.csv" for lang in ("en", "zh")]
@@ -135,9 +136,18 @@ def test_score_many_equals_score_one_by_one(scorer: SentimentScorer) -> None:
     assert scorer.score_many(PROBES) == [scorer.score(t) for t in PROBES]
 
 
+@pytest.mark.parametrize(
+    "text", ["where is my 快递", "我的order还没到", "ありがとう", "好的！！", "ＯＲＤＥＲ late", "👍", ""]
+)
+def test_the_scorer_reads_the_language_as_the_bot_does(text: str) -> None:
+    # One rule for both: more English words than Chinese characters is English, kana alone is no Chinese.
+    assert detect_language(text) == guess_language(text, default="en").language
+
+
 def test_language_detection_and_explicit_language(scorer: SentimentScorer) -> None:
     assert detect_language("where is my order") == "en"
     assert detect_language("my order 还没到") == "zh"
+    assert detect_language("where is my 快递") == "en"  # three English words, two Chinese characters
     assert scorer.score("什么破服务，气死我了") == scorer.score("什么破服务，气死我了", "zh")
     with pytest.raises(ValueError, match="unknown language"):
         scorer.score("hello", "fr")

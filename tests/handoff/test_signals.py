@@ -12,6 +12,7 @@ from handoff.signals import (
     similarity,
 )
 from knowledge_index.handoff_file import HandoffConfig
+from knowledge_index.model import SMALL_TALK_INTENTS
 
 POLICY = EscalationPolicy(HandoffConfig(sensitive_intents=["complaint"]))
 
@@ -102,6 +103,12 @@ def test_the_same_question_a_third_time_escalates_rephrasings_included():
         faq("refund. when."),
     ]
     assert run(turns) == [(), (), ("repeated_question",)]
+
+
+@pytest.mark.parametrize("intent", [*SMALL_TALK_INTENTS, "human_handoff"])
+def test_small_talk_and_asking_for_a_person_are_never_a_repeated_question(intent):
+    fired = run([faq("ok then", intent, bot_action="answer") for _ in range(4)])
+    assert all("repeated_question" not in reasons for reasons in fired)
 
 
 def test_a_different_order_number_is_a_different_question():
