@@ -38,8 +38,11 @@ from api.channels.app import bearer
 from api.errors import ApiError, forbidden, not_found, unauthorized
 from api.service import Service
 from conversations.states import State
+from handoff import events
 from handoff.agents import Agent
-from handoff.queue import Handoff
+from handoff.events import AgentPresence, Event, HandoffChanged, StateChanged, TurnStored, Understood
+from handoff.handoffs import Handoff
+from handoff.routing import match
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
@@ -144,7 +147,7 @@ async def set_status(body: Status, agent: CurrentAgent, request: Request) -> dic
     service = _service(request)
     await service.agents.set_online(agent.id, body.online)
     if body.online:
-        await service.queue.match()
+        await match(service.queue)
     return await _agent_view(service, agent)
 
 
@@ -254,6 +257,12 @@ class AgentMessage(BaseModel):
     """What the agent writes to the customer."""
 
     text: str = Field(description="the message (1-4000 characters)")
+    client_message_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="the desk's id of this message: a retry with the same id is stored once",
+    )
 
 
 @router.post("/conversations/{conversation_id}/messages")
@@ -269,7 +278,7 @@ async def send(
     service = _service(request)
     await _visible(service, agent, conversation_id)
     await _check_reachable(service, conversation_id)
-    turn = await service.desk.send(conversation_id, agent, text)
+    turn = await service.desk.send(conversation_id, agent, text, body.client_message_id)
     return {"turn": turn.to_dict()}
 
 
@@ -298,7 +307,7 @@ async def add_note(conversation_id: str, body: Note, agent: CurrentAgent, reques
     service = _service(request)
     await _visible(service, agent, conversation_id)
     note = await service.desk.add_note(conversation_id, agent, body.text)
-    await service.queue.publish({"type": "note", "conversation_id": conversation_id, "note": note})
+    await service.queue.publish(events.Note(conversation_id, note))
     return {"note": note}
 
 
@@ -377,7 +386,7 @@ class AgentConnection:
         self.service = service
         self.agent = agent
         self.websocket = websocket
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.following: set[str] = set()
         self._send_lock = asyncio.Lock()
 
@@ -432,39 +441,44 @@ class AgentConnection:
             except (WebSocketDisconnect, RuntimeError):
                 return
             except Exception:  # one bad event must not end the agent's connection
-                log.exception("agent %s: could not forward %s", self.agent.id, event.get("type"))
+                log.exception("agent %s: could not forward %s", self.agent.id, type(event).__name__)
 
-    async def _forward(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        conversation_id = event.get("conversation_id", "")
-        if kind == "turn" and conversation_id in self.following:
-            await self.send(
-                {"type": "turn", "conversation_id": conversation_id, "turn": json.loads(event["turn"])}
-            )
-        elif kind == "transition" and conversation_id in self.following:
-            await self.send({"type": "state", "conversation_id": conversation_id, "state": event["to"]})
-            if event["to"] != State.ASSIGNED.value:
-                self.following.discard(conversation_id)
-                self.service.hub.forget(self.events, conversation_id=conversation_id)
-        elif kind in ("understood", "note"):
-            if conversation_id in self.following or self.agent.role == "supervisor":
-                await self.send(event)
-        elif "handoff" in event:
-            handoff = Handoff.from_dict(event["handoff"])
-            if event.get("from_agent_id") == self.agent.id and handoff.agent_id != self.agent.id:
-                self.following.discard(handoff.conversation_id)  # transferred away from this agent
-                self.service.hub.forget(self.events, conversation_id=handoff.conversation_id)
-            mine = handoff.status == "assigned" and handoff.agent_id == self.agent.id
-            if kind in ("assigned", "transferred") and mine and handoff.conversation_id not in self.following:
-                self._follow(handoff.conversation_id)
-                conversation = await self.service.store.get_conversation(handoff.conversation_id)
-                package = (
-                    await self.service.packages.build(conversation, handoff_view(handoff))
-                    if conversation
-                    else None
+    async def _forward(self, event: Event) -> None:
+        match event:
+            case TurnStored(conversation_id=conversation_id) if conversation_id in self.following:
+                await self.send(
+                    {"type": "turn", "conversation_id": conversation_id, "turn": json.loads(event.record)}
                 )
-                await self.send({"type": "assigned", "handoff": handoff_view(handoff), "package": package})
-            elif can_see(self.agent, handoff) or (kind == "assigned" and self.agent.role == "supervisor"):
-                await self.send({"type": "queue", "event": kind, "handoff": handoff_view(handoff)})
-        elif kind in ("agent_online", "agent_offline") and self.agent.role == "supervisor":
-            await self.send({"type": "agents", "event": kind, "agent_id": event.get("agent_id")})
+            case StateChanged(conversation_id=conversation_id) if conversation_id in self.following:
+                await self.send(
+                    {"type": "state", "conversation_id": conversation_id, "state": event.to_state.value}
+                )
+                if event.to_state != State.ASSIGNED:
+                    self.following.discard(conversation_id)
+                    self.service.hub.forget(self.events, conversation_id=conversation_id)
+            case Understood() | events.Note():
+                if event.conversation_id in self.following or self.agent.role == "supervisor":
+                    await self.send(event.payload)
+            case HandoffChanged():
+                await self._forward_handoff(event)
+            case AgentPresence() if self.agent.role == "supervisor":
+                kind = "agent_online" if event.online else "agent_offline"
+                await self.send({"type": "agents", "event": kind, "agent_id": event.agent_id})
+
+    async def _forward_handoff(self, event: HandoffChanged) -> None:
+        handoff, kind = event.handoff, event.kind
+        if event.from_agent_id == self.agent.id and handoff.agent_id != self.agent.id:
+            self.following.discard(handoff.conversation_id)  # transferred away from this agent
+            self.service.hub.forget(self.events, conversation_id=handoff.conversation_id)
+        mine = handoff.status == "assigned" and handoff.agent_id == self.agent.id
+        if kind in ("assigned", "transferred") and mine and handoff.conversation_id not in self.following:
+            self._follow(handoff.conversation_id)
+            conversation = await self.service.store.get_conversation(handoff.conversation_id)
+            package = (
+                await self.service.packages.build(conversation, handoff_view(handoff))
+                if conversation
+                else None
+            )
+            await self.send({"type": "assigned", "handoff": handoff_view(handoff), "package": package})
+        elif can_see(self.agent, handoff) or (kind == "assigned" and self.agent.role == "supervisor"):
+            await self.send({"type": "queue", "event": kind, "handoff": handoff_view(handoff)})

@@ -8,23 +8,23 @@ so a listener reads what it missed from the store after subscribing (see
 `api.channels.follower`); the hub is only the live part.
 
 It also subscribes to the handoff queue's channel (`handoff.queue`), whose events (a chat
-waiting, assigned, closed, an agent going online) go to every agent connection here.
+waiting, assigned, closed, an agent going online) go to every agent connection here. Each
+event is parsed once, here, into its type (`handoff.events`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import defaultdict
 from typing import Any
 
 from redis.asyncio import Redis
 
-log = logging.getLogger(__name__)
+from handoff.events import AgentPresence, ConversationCreated, Event, parse_text
 
-Event = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class EventHub:
@@ -114,17 +114,17 @@ class EventHub:
     def _route(self, message: dict[str, Any]) -> None:
         if message.get("type") not in ("pmessage", "message"):
             return
-        try:
-            event: Event = json.loads(message["data"])
-        except (TypeError, ValueError):
-            log.warning("ignored an event that is not JSON: %r", message.get("data"))
+        event = parse_text(message["data"])
+        if event is None:
             return
         if message["type"] == "message":  # the handoff channel
             for queue in self._handoff_listeners:
                 queue.put_nowait(event)
             return
-        queues = set(self._by_conversation.get(event.get("conversation_id", ""), ())) | self._everything
-        if event.get("type") == "created":
-            queues |= self._by_customer.get(event.get("customer_id", ""), set())
+        if isinstance(event, AgentPresence):
+            return  # not a conversation's (and never published there)
+        queues = set(self._by_conversation.get(event.conversation_id, ())) | self._everything
+        if isinstance(event, ConversationCreated):
+            queues |= self._by_customer.get(event.customer_id, set())
         for queue in queues:
             queue.put_nowait(event)

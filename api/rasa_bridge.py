@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import time
 import weakref
 from collections import Counter
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ from bot.nlu.types import ParseResult
 from conversations.model import Conversation, Turn
 from conversations.states import State
 from conversations.store import BotSilenced
-from handoff.queue import Handoff
+from handoff.handoffs import Handoff
 from handoff.signals import EXPLICIT_REQUEST, REASONS, SEVERITY, Escalation
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ MAX_EVENT_CHARS = 4000  # the longest message text in one event
 VISITOR_PREFIX = "rasa-"
 IMPORTED_KEPT_SECONDS = 90 * 86400  # how long a Rasa conversation's imported events are remembered
 NOTICE_LOOKBACK = 20  # the desk's notice is among the conversation's last few turns
+NOTICE_WAIT_SECONDS = 3.0  # how long the answer waits for an assigner's first notice
+NOTICE_POLL_SECONDS = 0.05
 SOURCE = "rasa"  # marks imported turns' nlu, so agents know Rasa understood them
 
 
@@ -326,7 +329,7 @@ class Importer:
 
     async def _customer(self, line: Line) -> tuple[Turn, bool]:
         """Store first, remember after: a crash in between leaves a retry to the store's own dedupe."""
-        turn, stored = await self.service.store.append_customer_turn(
+        turn, stored, *_ = await self.service.store.append_customer_turn(
             self.conversation.id,
             _fit(line.text, self.service.settings.max_message_chars),
             self.conversation.channel,
@@ -396,9 +399,6 @@ async def _queue(
         if handoff is not None:
             return handoff, True
     # Already with the queue or an agent (or another replica escalated it just now).
-    current = await service.store.get_conversation(conversation.id)
-    if current is not None:
-        await service.desk.recover(current)
     handoff = await service.queue.for_conversation(conversation.id)
     if handoff is None:
         raise ApiError(503, "unavailable", "the conversation could not be queued; try again shortly")
@@ -406,13 +406,22 @@ async def _queue(
 
 
 async def _notice(service: Service, conversation_id: str) -> str | None:
-    """The desk's latest message to the customer (queue position, nobody online, an agent joined)."""
+    """The desk's latest message to the customer (queue position, nobody online, an agent joined).
+
+    An assigner admits a new handoff and tells the customer where they stand a moment after it
+    is queued: wait for that notice, up to `NOTICE_WAIT_SECONDS`.
+    """
     store = service.store
-    length = await store.client.llen(store.keys.turns(conversation_id))
-    recent = await store.turns(
-        conversation_id, after_seq=max(0, length - NOTICE_LOOKBACK), limit=NOTICE_LOOKBACK
-    )
-    return next((t.text for t in reversed(recent) if t.sender == "system"), None)
+    deadline = time.monotonic() + NOTICE_WAIT_SECONDS
+    while True:
+        length = await store.client.llen(store.keys.turns(conversation_id))
+        recent = await store.turns(
+            conversation_id, after_seq=max(0, length - NOTICE_LOOKBACK), limit=NOTICE_LOOKBACK
+        )
+        text = next((t.text for t in reversed(recent) if t.sender == "system"), None)
+        if text is not None or time.monotonic() >= deadline:
+            return text
+        await asyncio.sleep(NOTICE_POLL_SECONDS)
 
 
 def _web_access(service: Service, body: HandoffBody) -> dict[str, Any]:
@@ -450,6 +459,7 @@ async def handoff(body: HandoffBody, service: Caller) -> HandoffAnswer:
         handoff, queued = await _queue(service, conversation, reason, intent, language)
         # action_baton_handoff pauses Rasa: resume it when this handoff closes (api.rasa_resume).
         await remember_sender(service.redis, service.settings.redis_prefix, conversation.id, body.sender_id)
+    notice = await _notice(service, conversation.id)  # first: the state is the one it tells of
     current = await service.store.get_conversation(conversation.id)
     return HandoffAnswer(
         conversation_id=conversation.id,
@@ -458,7 +468,7 @@ async def handoff(body: HandoffBody, service: Caller) -> HandoffAnswer:
         queued=queued,
         reasons=list(handoff.reasons),
         language=handoff.language or language,
-        notice=await _notice(service, conversation.id),
+        notice=notice,
         imported=imported,
         **_web_access(service, body),
     )

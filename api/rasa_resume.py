@@ -21,8 +21,8 @@ from urllib.parse import quote
 import httpx
 from redis.asyncio import Redis
 
-from api.events import Event
 from api.service import Service
+from handoff.events import Event, HandoffChanged
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ class RasaResumer:
     async def _run(self) -> None:
         while True:
             event = await self._events.get()
-            if event.get("type") == "closed" and event.get("conversation_id"):
-                await self.resume(str(event["conversation_id"]))
+            if isinstance(event, HandoffChanged) and event.kind == "closed":
+                await self.resume(event.conversation_id)
 
     async def resume(self, conversation_id: str) -> bool:
         """Resume the Rasa conversation behind ``conversation_id``; False when there is none or Rasa failed."""

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +15,7 @@ from agent_assist.suggestions import ReplySuggester
 from api.auth import load_or_create_secret, rasa_token
 from api.channels.base import ChannelAdapter
 from api.events import EventHub
+from api.inbox_worker import InboxWorker
 from api.nlu_worker import NLUWorker
 from api.pipeline import TurnPipeline
 from api.ratelimit import RateLimiter
@@ -26,16 +26,16 @@ from bot.nlu.rasa_client import RasaNLU, RasaUnavailable
 from bot.nlu.types import BatchParser
 from bot.orders import DemoOrderConnector
 from bot.trained import TrainedBot
+from conversations.inbox import Inbox
 from conversations.store import ConversationStore
 from handoff.agents import AgentDirectory
 from handoff.assigner import Assigner
 from handoff.desk import HandoffDesk
-from handoff.metrics import Metrics
+from handoff.events import Understood
 from handoff.package import PackageBuilder
+from handoff.parts import build_handoff
 from handoff.queue import HANDOFF_EVENTS, HandoffQueue
-from handoff.records import Records
 from handoff.sentiment import SentimentScorer
-from handoff.signal_store import SignalStore
 from handoff.signals import EscalationPolicy
 from knowledge_index.handoff_file import HandoffConfig
 
@@ -63,7 +63,6 @@ class Service:
     """Everything a request handler needs: settings, store, bot pipeline, handoff desk, event hub, secrets.
 
     Attributes:
-        web_sessions: customer id -> open web chat connections in this process.
         channels: the channel adapters by name (``web``, ``app``), added by `api.app`.
     """
 
@@ -80,7 +79,6 @@ class Service:
     desk: HandoffDesk
     packages: PackageBuilder
     suggester: ReplySuggester
-    web_sessions: Counter[str] = field(default_factory=Counter)
     channels: dict[str, ChannelAdapter] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -88,7 +86,7 @@ class Service:
     @classmethod
     async def start(cls, settings: Settings, bot: TrainedBot, redis_url: str) -> Service:
         """Connect to Redis, seed the demo orders and agents, start the NLU worker, the event
-        hub and the handoff assigners."""
+        hub, the inbox worker and the handoff assigners."""
         # A blocking pool: under a burst, a request waits for a free connection instead of failing
         # with "Too many connections" (redis-py's default pool refuses the 101st at once).
         pool = BlockingConnectionPool.from_url(
@@ -101,21 +99,33 @@ class Service:
         orders = DemoOrderConnector(redis, prefix=prefix)
         log.info("demo order connector: %d seed orders", await orders.seed())
         config = HandoffConfig.model_validate(bot.kb.handoff)
-        agents = AgentDirectory(redis, prefix=prefix)
-        if settings.seed_demo_agents and (seeded := await agents.seed_demo()):
+        handoff = build_handoff(redis, store, config, routing=settings.routing)
+        if settings.seed_demo_agents and (seeded := await handoff.agents.seed_demo()):
             log.info(
                 "created %d demo agents (see the README); set BATON_SEED_DEMO_AGENTS=false to stop", seeded
             )
-        queue = HandoffQueue(redis, store, prefix=prefix, config=config, routing=settings.routing)
-        metrics = Metrics(redis, prefix)
-        records = Records(redis, prefix)
-        signals = SignalStore(redis, prefix)
-        desk = HandoffDesk(store, queue, agents, metrics, records, signals, config)
-        desk.follow_queue()
+        queue, desk = handoff.queue, handoff.desk
         sentiment = await asyncio.to_thread(SentimentScorer.load, settings.data_dir / "sentiment")
         engine = await asyncio.to_thread(nlu_engine, settings, bot)  # asks Rasa whether it is ready
         nlu = NLUWorker(engine, settings.nlu_batch_size, settings.nlu_cache_size)
         limiter = RateLimiter(redis, prefix, settings.rate_limit_messages, settings.rate_limit_seconds)
+        suggester = ReplySuggester(bot.kb, bot.index, bot.nlu.classifier.featurizer.encoder)
+
+        async def order_lookup(number: str) -> dict[str, object] | None:
+            order = await orders.lookup(number)
+            return order.to_dict() if order else None
+
+        packages = PackageBuilder(store, handoff.records, suggester, order_lookup)
+
+        async def understood(conversation_id: str, seq: int, nlu: dict[str, Any]) -> None:
+            current = await queue.for_conversation(conversation_id)
+            reasons = list(current.reasons) if current else []
+            suggestions = await packages.suggestions(conversation_id, reasons)
+            await queue.publish(Understood(conversation_id, seq, nlu, suggestions))
+
+        replica = settings.replica_name or f"{socket.gethostname()}:{settings.port}"
+        inbox = Inbox(redis, store.keys, replica)
+        await inbox.ensure_group()
         pipeline = TurnPipeline(
             store,
             DialoguePolicy.for_bot(bot, orders),
@@ -123,32 +133,11 @@ class Service:
             limiter,
             sentiment,
             EscalationPolicy(config),
-            signals,
             desk,
+            inbox,
+            understood,
             settings.max_message_chars,
         )
-        suggester = ReplySuggester(bot.kb, bot.index, bot.nlu.classifier.featurizer.encoder)
-
-        async def order_lookup(number: str) -> dict[str, object] | None:
-            order = await orders.lookup(number)
-            return order.to_dict() if order else None
-
-        packages = PackageBuilder(store, records, suggester, order_lookup)
-
-        async def understood(conversation_id: str, seq: int, nlu: dict[str, Any]) -> None:
-            handoff = await queue.for_conversation(conversation_id)
-            reasons = list(handoff.reasons) if handoff else []
-            await queue.publish(
-                {
-                    "type": "understood",
-                    "conversation_id": conversation_id,
-                    "seq": seq,
-                    "nlu": nlu,
-                    "suggestions": await packages.suggestions(conversation_id, reasons),
-                }
-            )
-
-        pipeline.on_understood = understood
         hub = EventHub(redis, store.keys.events_pattern, handoff_channel=HANDOFF_EVENTS.format(prefix=prefix))
         await hub.start()
         if settings.secret_key is not None:
@@ -164,14 +153,16 @@ class Service:
             pipeline,
             nlu,
             web_secret,
-            agents,
+            handoff.agents,
             queue,
             desk,
             packages,
             suggester,
         )
+        worker = InboxWorker(inbox, pipeline.handle, reclaim_idle_ms=int(settings.reclaim_seconds * 1000))
+        service._tasks.append(asyncio.create_task(worker.run(service._stopping), name="inbox"))
         for number in range(settings.assign_workers):
-            assigner = Assigner(queue, consumer=f"{socket.gethostname()}:{settings.port}:{number}")
+            assigner = Assigner(desk, consumer=f"{replica}:{number}")
             service._tasks.append(
                 asyncio.create_task(assigner.run(service._stopping), name=f"assigner-{number}")
             )

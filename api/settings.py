@@ -99,6 +99,19 @@ class Settings(BaseSettings):
         4.0, gt=0, lt=5, description="how long a callback waits for the bot to reply passively"
     )
 
+    # -- durable handling ----------------------------------------------------------------------
+    replica_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="this process's name among the replicas (stable across restarts); default host:port",
+    )
+    reclaim_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a message left unhandled this long by a replica (it died) is handled by another",
+    )
+
     # -- handoff and agents --------------------------------------------------------------------
     assign_workers: int = Field(
         1, ge=0, description="handoff assigners this process runs (0: another process does)"

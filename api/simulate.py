@@ -11,6 +11,7 @@ from the store and scored by `api.scenarios.score`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,6 +23,9 @@ from api.service import Service
 from api.settings import Settings
 from bot.trained import TrainedBot
 from conversations.states import State
+from handoff.routing import match
+
+ADMIT_WAIT_SECONDS = 5.0  # the assigner admits a new handoff within milliseconds; this is a bound
 
 
 async def run_scenario(service: Service, scenario: Scenario, run_id: str) -> Observed:
@@ -48,13 +52,24 @@ async def run_scenario(service: Service, scenario: Scenario, run_id: str) -> Obs
     return Observed(scenario.id, handoff_turn, reason, intents)
 
 
+async def _admitted(service: Service, conversation_id: str) -> None:
+    """Wait (a few seconds at most) until the service's assigner has admitted the conversation's handoff."""
+    deadline = time.monotonic() + ADMIT_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        handoff = await service.queue.for_conversation(conversation_id)
+        if handoff is None or handoff.status != "new":
+            return
+        await asyncio.sleep(0.02)
+
+
 async def _finish(service: Service, conversation_id: str) -> None:
     """The agent resolves a handed-off conversation, so the next scenarios find free agents."""
     conversation = await service.store.get_conversation(conversation_id)
     if conversation is None:
         return
     if conversation.state == State.QUEUED:
-        await service.queue.match()
+        await _admitted(service, conversation_id)
+        await match(service.queue)
         conversation = await service.store.get_conversation(conversation_id)
     handoff = await service.queue.for_conversation(conversation_id)
     if conversation is None or handoff is None:

@@ -16,8 +16,13 @@ key                                        type        holds
 ``P conv:{id}``                            hash        the `Conversation` fields, all as text
 ``P conv:{id}:turns``                      list        turn JSON; the turn with seq n is at index n-1
 ``P conv:{id}:msgids``                     hash        client_message_id -> seq, for dedupe
+``P conv:{id}:effects``                    hash        the idempotency key of a notice Baton wrote
+                                                       once (a queue position, say) -> seq
 ``P conv:{id}:context``                    string      the bot's dialogue context (JSON) between turns
 ``P conv:{id}:events``                     stream      created / transition / turn events (capped)
+``P inbox``                                stream      ``conversation_id`` and ``seq`` of each customer
+                                                       turn not yet handled, consumer group
+                                                       ``handlers`` (`conversations.inbox`)
 =========================================  ==========  ==================================================
 
 Every event added to ``P conv:{id}:events`` is also published, as JSON with its stream id,
@@ -79,6 +84,15 @@ class Keys:
     def message_ids(self, conversation_id: str) -> str:
         """client_message_id -> seq."""
         return f"{self.conversation(conversation_id)}:msgids"
+
+    def effects(self, conversation_id: str) -> str:
+        """Idempotency key of a notice written once -> its seq."""
+        return f"{self.conversation(conversation_id)}:effects"
+
+    @property
+    def inbox(self) -> str:
+        """The stream of customer turns waiting to be handled."""
+        return f"{self.prefix}inbox"
 
     def context(self, conversation_id: str) -> str:
         """The bot's dialogue context (JSON) between turns."""

@@ -106,6 +106,8 @@ class Conversation:
     updated_at: datetime = field(default_factory=utcnow)
     handoff_count: int = 0  # escalations so far (each bot -> queued)
     last_reason: str | None = None  # the reason given for the latest escalation
+    received: int = 0  # the seq of the latest customer turn stored
+    handled: int = 0  # the seq of the latest customer turn handled (answered, understood, rated)
 
     def __post_init__(self) -> None:
         _check_channel(self.channel)
@@ -115,6 +117,11 @@ class Conversation:
     def is_open(self) -> bool:
         """True until the conversation is resolved."""
         return self.state in OPEN_STATES
+
+    @property
+    def pending(self) -> bool:
+        """True while a customer message of the conversation waits to be handled."""
+        return self.handled < self.received
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -128,6 +135,8 @@ class Conversation:
             "updated_at": format_time(self.updated_at),
             "handoff_count": self.handoff_count,
             "last_reason": self.last_reason,
+            "received": self.received,
+            "handled": self.handled,
         }
 
     @classmethod
@@ -143,6 +152,8 @@ class Conversation:
             updated_at=parse_time(data["updated_at"]),
             handoff_count=int(data.get("handoff_count") or 0),
             last_reason=data.get("last_reason") or None,
+            received=int(data.get("received") or 0),
+            handled=int(data.get("handled") or 0),
         )
 
 

@@ -6,9 +6,10 @@ was seen" and "change state if the table allows it" safe when API replicas race.
 
 Every script starts with `PREAMBLE` and takes ``ARGV[1]`` the key prefix, ``ARGV[2]`` the
 time as ISO text and ``ARGV[3]`` the cap of the event streams; its own arguments follow.
-Keys that depend on data read inside the script (a customer's keys found through an
-identity, a merged customer's successor) are built from the prefix as in
-`conversations.keys`. That is fine on one Redis (with or without Sentinel); on Redis Cluster
+`PREAMBLE` also holds the store's writes as Lua functions (``append_turn``, ``transition``,
+``mark_handled``), so that a script of a package above this one (the handoff's, which changes
+a conversation's state and its handoff in one step) calls the same code instead of a copy.
+Keys are built from the prefix as in `conversations.keys`. That is fine on one Redis (with or without Sentinel); on Redis Cluster
 the keys would need hash tags first.
 
 Replies are arrays whose first element says what happened (``created``, ``duplicate``,
@@ -44,13 +45,108 @@ end
 
 -- Append an event to the conversation's stream and publish it (with its stream id) on
 -- the channel of the same name. fields: a flat {name, value, ...} array of strings.
-local function emit(conv_id, fields)
+local function conversation_event(conv_id, fields)
   local stream = conv_key(conv_id) .. ':events'
   local event_id = redis.call('XADD', stream, 'MAXLEN', '~', MAXLEN, '*', unpack(fields))
   local payload = {stream_id = event_id}
   for i = 1, #fields, 2 do payload[fields[i]] = fields[i + 1] end
   redis.call('PUBLISH', stream, cjson.encode(payload))
   return event_id
+end
+
+-- Every customer turn is also an entry of the inbox stream, delivered in the same step to the
+-- consumer group's member that stored it: "stored" and "queued for handling" are one write, and
+-- the entry stays pending until its handler acknowledges it (`conversations.inbox`).
+local INBOX, HANDLERS = P .. 'inbox', 'handlers'
+
+-- Store a turn. mode: customer (a message to handle: it becomes an inbox entry pending with
+-- `consumer`), record (a customer's message that needs no handling, e.g. imported), bot, or other
+-- (agent, system). key: an idempotency key ('' for none): a customer's client message id, or
+-- the key of a notice Baton writes once (a hash of its own, so that a customer's id can never
+-- silence a notice). The conversation's `received` is the seq of its latest customer turn and
+-- `handled` that of the latest one handled: a message is pending while handled < its seq.
+-- Returns {outcome, record, inbox entry id, handled}.
+local function append_turn(conv_id, mode, key, body, language, sender, consumer)
+  local ck = conv_key(conv_id)
+  if redis.call('EXISTS', ck) == 0 then return {'missing', '', '', '0'} end
+  if mode == 'bot' then
+    -- Checked here, at write time: the state may have changed while the bot was thinking.
+    local state = redis.call('HGET', ck, 'state')
+    if state ~= 'bot' then return {'refused', state, '', '0'} end
+  end
+  local from_customer = mode == 'customer' or mode == 'record'
+  local turns = ck .. ':turns'
+  local keys = ck .. (from_customer and ':msgids' or ':effects')
+  local handled = redis.call('HGET', ck, 'handled') or '0'
+  if key ~= '' then
+    local seen = redis.call('HGET', keys, key)
+    if seen then return {'duplicate', redis.call('LINDEX', turns, tonumber(seen) - 1), '', handled} end
+  end
+  local seq = redis.call('LLEN', turns) + 1
+  local record = '{"seq":' .. seq .. ',' .. body
+  redis.call('RPUSH', turns, record)
+  if key ~= '' then redis.call('HSET', keys, key, seq) end
+  redis.call('HSET', ck, 'updated_at', NOW)
+  local entry = ''
+  if from_customer then
+    if language ~= '' then redis.call('HSET', ck, 'language', language) end
+    local received = redis.call('HGET', ck, 'received')
+    if not received then  -- a conversation stored before the inbox existed: its past counts as handled
+      received = tostring(seq - 1)
+      handled = received
+      redis.call('HSET', ck, 'handled', handled)
+    end
+    if mode == 'record' then
+      if handled == received then
+        handled = tostring(seq)
+        redis.call('HSET', ck, 'handled', handled)
+      end
+    else
+      redis.pcall('XGROUP', 'CREATE', INBOX, HANDLERS, '0', 'MKSTREAM')  -- BUSYGROUP once it exists
+      entry = redis.call('XADD', INBOX, '*', 'conversation_id', conv_id, 'seq', tostring(seq))
+      -- Nothing else adds to the inbox, so the new entry is the one to deliver: it joins the
+      -- consumer's pending list in this same step.
+      redis.call('XREADGROUP', 'GROUP', HANDLERS, consumer, 'COUNT', 100, 'STREAMS', INBOX, '>')
+    end
+    redis.call('HSET', ck, 'received', seq)
+  end
+  conversation_event(conv_id, {'type', 'turn', 'conversation_id', conv_id, 'seq', tostring(seq),
+    'sender', sender, 'turn', record, 'at', NOW})
+  return {'stored', record, entry, handled}
+end
+
+-- Move a conversation to state `to` if the table (words 'from>to') allows it and, when
+-- `expected` is not '', it is in that state now. Returns {outcome, state or HGETALL}.
+local function transition(conv_id, to, expected, reason, allowed)
+  local ck = conv_key(conv_id)
+  if redis.call('EXISTS', ck) == 0 then return {'missing'} end
+  local from = redis.call('HGET', ck, 'state')
+  if expected ~= '' and from ~= expected then return {'unexpected', from} end
+  if not string.find(' ' .. allowed .. ' ', ' ' .. from .. '>' .. to .. ' ', 1, true) then
+    return {'forbidden', from}
+  end
+  redis.call('HSET', ck, 'state', to, 'updated_at', NOW)
+  if to == 'queued' and from == 'bot' then  -- a transfer (assigned -> queued) is the same handoff
+    redis.call('HINCRBY', ck, 'handoff_count', 1)
+    redis.call('HSET', ck, 'last_reason', reason)
+  elseif to == 'resolved' then
+    local open_key = customer_key(canonical(redis.call('HGET', ck, 'customer_id'))) .. ':open'
+    if redis.call('GET', open_key) == conv_id then redis.call('DEL', open_key) end
+  end
+  conversation_event(conv_id, {'type', 'transition', 'conversation_id', conv_id, 'from', from, 'to', to,
+    'reason', reason, 'handoff_count', redis.call('HGET', ck, 'handoff_count'), 'at', NOW})
+  return {'ok', redis.call('HGETALL', ck)}
+end
+
+-- Record that the customer turn `seq` is handled, if the mark still reads `expected` (the
+-- handler read it before working: another handler may have finished first). {'ok'} or
+-- {'stale', current mark}.
+local function mark_handled(conv_id, expected, seq)
+  local ck = conv_key(conv_id)
+  local handled = redis.call('HGET', ck, 'handled') or '0'
+  if handled ~= expected then return {'stale', handled} end
+  redis.call('HSET', ck, 'handled', seq)
+  return {'ok', seq}
 end
 """
 
@@ -113,7 +209,7 @@ local function merge(keep, gone)
     if rank_b > rank_a then current, other, other_state = b, a, state_a end
     if other_state == 'bot' then
       redis.call('HSET', conv_key(other), 'state', 'resolved', 'updated_at', NOW)
-      emit(other, {'type', 'transition', 'conversation_id', other, 'from', 'bot', 'to', 'resolved',
+      conversation_event(other, {'type', 'transition', 'conversation_id', other, 'from', 'bot', 'to', 'resolved',
         'reason', 'merged', 'handoff_count', redis.call('HGET', conv_key(other), 'handoff_count'),
         'at', NOW})
     end
@@ -157,62 +253,32 @@ local open = open_conversation(cid)
 if open then return {'existing', redis.call('HGETALL', conv_key(open))} end
 local id = ARGV[5]
 redis.call('HSET', conv_key(id), 'id', id, 'customer_id', cid, 'channel', ARGV[6], 'state', 'bot',
-  'language', ARGV[7], 'created_at', NOW, 'updated_at', NOW, 'handoff_count', 0)
+  'language', ARGV[7], 'created_at', NOW, 'updated_at', NOW, 'handoff_count', 0, 'received', 0,
+  'handled', 0)
 redis.call('SET', ck .. ':open', id)
 redis.call('ZADD', ck .. ':conversations', ARGV[8], id)
-emit(id, {'type', 'created', 'conversation_id', id, 'customer_id', cid, 'channel', ARGV[6],
+conversation_event(id, {'type', 'created', 'conversation_id', id, 'customer_id', cid, 'channel', ARGV[6],
   'state', 'bot', 'at', NOW})
 return {'created', redis.call('HGETALL', conv_key(id))}
 """
 
-# KEYS[1] conversation hash, KEYS[2] turns list, KEYS[3] message ids hash.
-# ARGV[4] mode: customer | bot | other; ARGV[5] client message id or ''; ARGV[6] the turn's
-# JSON without its opening brace (the script puts "seq" first); ARGV[7] language or '';
-# ARGV[8] sender; ARGV[9] conversation id.
+# ARGV[4] conversation id, ARGV[5] mode: customer | bot | other, ARGV[6] the idempotency key or
+# '' (a customer's client message id; a notice's key), ARGV[7] the turn's JSON without its opening
+# brace, ARGV[8] language or '', ARGV[9] sender, ARGV[10] the inbox consumer (customer turns).
 APPEND_TURN = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
-if ARGV[4] == 'bot' then
-  -- Checked here, at write time: the state may have changed while the bot was thinking.
-  local state = redis.call('HGET', KEYS[1], 'state')
-  if state ~= 'bot' then return {'refused', state} end
-end
-local message_id = ARGV[5]
-if message_id ~= '' then
-  local seen = redis.call('HGET', KEYS[3], message_id)
-  if seen then return {'duplicate', redis.call('LINDEX', KEYS[2], tonumber(seen) - 1)} end
-end
-local seq = redis.call('LLEN', KEYS[2]) + 1
-local record = '{"seq":' .. seq .. ',' .. ARGV[6]
-redis.call('RPUSH', KEYS[2], record)
-if message_id ~= '' then redis.call('HSET', KEYS[3], message_id, seq) end
-redis.call('HSET', KEYS[1], 'updated_at', NOW)
-if ARGV[4] == 'customer' and ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'language', ARGV[7]) end
-emit(ARGV[9], {'type', 'turn', 'conversation_id', ARGV[9], 'seq', tostring(seq), 'sender', ARGV[8],
-  'turn', record, 'at', NOW})
-return {'stored', record}
+return append_turn(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 """
 
-# KEYS[1] conversation hash. ARGV[4] target state, ARGV[5] expected state or '', ARGV[6] reason
-# or '', ARGV[7] the allowed transitions as 'from>to' words separated by spaces, ARGV[8]
-# conversation id.
+# ARGV[4] conversation id, ARGV[5] target state, ARGV[6] expected state or '', ARGV[7] reason or
+# '', ARGV[8] the allowed transitions as 'from>to' words separated by spaces.
 TRANSITION = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local from, to = redis.call('HGET', KEYS[1], 'state'), ARGV[4]
-if ARGV[5] ~= '' and from ~= ARGV[5] then return {'unexpected', from} end
-if not string.find(' ' .. ARGV[7] .. ' ', ' ' .. from .. '>' .. to .. ' ', 1, true) then
-  return {'forbidden', from}
-end
-redis.call('HSET', KEYS[1], 'state', to, 'updated_at', NOW)
-if to == 'queued' and from == 'bot' then  -- a transfer (assigned -> queued) is the same handoff
-  redis.call('HINCRBY', KEYS[1], 'handoff_count', 1)
-  redis.call('HSET', KEYS[1], 'last_reason', ARGV[6])
-elseif to == 'resolved' then
-  local open_key = customer_key(canonical(redis.call('HGET', KEYS[1], 'customer_id'))) .. ':open'
-  if redis.call('GET', open_key) == ARGV[8] then redis.call('DEL', open_key) end
-end
-emit(ARGV[8], {'type', 'transition', 'conversation_id', ARGV[8], 'from', from, 'to', to,
-  'reason', ARGV[6], 'handoff_count', redis.call('HGET', KEYS[1], 'handoff_count'), 'at', NOW})
-return {'ok', redis.call('HGETALL', KEYS[1])}
+return transition(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+"""
+
+# ARGV[4] conversation id, ARGV[5] the handled mark read before handling, ARGV[6] the customer
+# turn's seq now handled.
+MARK_HANDLED = """
+return mark_handled(ARGV[4], ARGV[5], ARGV[6])
 """
 
 # KEYS[1] a list; ARGV[1] index, ARGV[2] the value expected there, ARGV[3] the new value.

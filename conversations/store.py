@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from redis.asyncio import Redis
 
@@ -66,8 +66,71 @@ class BotSilenced(RuntimeError):
         super().__init__(f"conversation {conversation_id} is {state.value}: the bot stays silent")
 
 
+class StoredTurn(NamedTuple):
+    """What `ConversationStore.append_customer_turn` did.
+
+    Attributes:
+        turn: the stored turn (the original one for a repeat).
+        stored: False for a repeat of a client message id: nothing was written.
+        entry_id: the message's inbox entry, pending with the handler named (None for a repeat
+            or a message recorded without a handler).
+        pending: the message has not been handled yet (a repeat of a message whose handler
+            died: handle it now).
+    """
+
+    turn: Turn
+    stored: bool
+    entry_id: str | None
+    pending: bool
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+def draft_turn(
+    conversation_id: str,
+    sender: str,
+    text: str,
+    channel: str,
+    language: str | None,
+    *,
+    nlu: dict[str, Any] | None = None,
+    client_message_id: str | None = None,
+    timings: dict[str, float] | None = None,
+    buttons: Sequence[dict[str, str]] = (),
+    reply_to: int | None = None,
+    author: str | None = None,
+) -> Turn:
+    """A turn not stored yet: its seq (0 here) is given by the script that stores it."""
+    return Turn(
+        id=_new_id(),
+        conversation_id=conversation_id,
+        seq=0,
+        sender=sender,
+        channel=channel,
+        language=language,
+        text=text,
+        nlu=nlu,
+        client_message_id=client_message_id,
+        created_at=utcnow(),
+        timings=dict(timings or {}),
+        buttons=[dict(b) for b in buttons],
+        reply_to=reply_to,
+        author=author,
+    )
+
+
+def turn_body(draft: Turn) -> str:
+    """A draft's JSON as the Lua ``append_turn`` takes it: without seq and the opening brace."""
+    fields = draft.to_dict()
+    del fields["seq"]
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))[1:]
+
+
+def stored_turn(record: str) -> Turn:
+    """The turn of a record a script stored (its JSON, seq first)."""
+    return Turn.from_dict(json.loads(record))
 
 
 def _as_dict(flat: Sequence[str]) -> dict[str, str]:
@@ -106,12 +169,13 @@ class ConversationStore(RedisClientHolder):
         self.events_maxlen = events_maxlen
         self._owns_client = owns_client
         # The table travels to Lua as 'from>to' words: states.py stays the only copy.
-        self._transitions = " ".join(f"{a.value}>{b.value}" for a, b in sorted(TRANSITIONS))
+        self.transitions_arg = " ".join(f"{a.value}>{b.value}" for a, b in sorted(TRANSITIONS))
         self._resolve_customer = client.register_script(scripts.PREAMBLE + scripts.RESOLVE_CUSTOMER)
         self._link = client.register_script(scripts.PREAMBLE + scripts.LINK)
         self._current_conversation = client.register_script(scripts.PREAMBLE + scripts.CURRENT_CONVERSATION)
         self._append_turn = client.register_script(scripts.PREAMBLE + scripts.APPEND_TURN)
         self._transition = client.register_script(scripts.PREAMBLE + scripts.TRANSITION)
+        self._mark_handled = client.register_script(scripts.PREAMBLE + scripts.MARK_HANDLED)
         self._set_if_unchanged = client.register_script(scripts.SET_LIST_ITEM_IF_UNCHANGED)
 
     @classmethod
@@ -134,7 +198,7 @@ class ConversationStore(RedisClientHolder):
         _created, flat = await self._resolve_customer(
             keys=[self.keys.identity(channel, external_id)],
             args=[
-                *self._common_args(),
+                *self.common_args(),
                 _new_id(),
                 tier or "",
                 display_name or "",
@@ -175,7 +239,7 @@ class ConversationStore(RedisClientHolder):
             raise ValueError("a link value must not be empty")
         outcome, survivor = await self._link(
             keys=[self.keys.link(kind, value)],
-            args=[*self._common_args(), customer_id, f"{kind}:{value}", DEFAULT_TIER],
+            args=[*self.common_args(), customer_id, f"{kind}:{value}", DEFAULT_TIER],
         )
         if outcome == "missing":
             raise CustomerNotFound(customer_id)
@@ -226,7 +290,7 @@ class ConversationStore(RedisClientHolder):
         moment = utcnow()
         outcome, *rest = await self._current_conversation(
             args=[
-                *self._common_args(format_time(moment)),
+                *self.common_args(format_time(moment)),
                 customer_id,
                 _new_id(),
                 channel,
@@ -297,14 +361,13 @@ class ConversationStore(RedisClientHolder):
         target = State(to_state)
         expected = State(expected_from) if expected_from is not None else None
         outcome, *rest = await self._transition(
-            keys=[self.keys.conversation(conversation_id)],
             args=[
-                *self._common_args(),
+                *self.common_args(),
+                conversation_id,
                 target.value,
                 expected.value if expected else "",
                 reason or "",
-                self._transitions,
-                conversation_id,
+                self.transitions_arg,
             ],
         )
         if outcome == "missing":
@@ -326,24 +389,43 @@ class ConversationStore(RedisClientHolder):
         client_message_id: str | None,
         nlu: dict[str, Any] | None = None,
         timings: dict[str, float] | None = None,
-    ) -> tuple[Turn, bool]:
+        *,
+        handler: str | None = None,
+    ) -> StoredTurn:
         """Store a customer's message, once per ``client_message_id``.
 
         Take ``conversation_id`` from `current_conversation`. A message that reaches a
         conversation resolved in the meantime is still stored there (no message is lost);
         dedupe is per conversation, as the channel's message ids are.
 
+        Args:
+            handler: the inbox consumer (`conversations.inbox.Inbox`) of the replica that will
+                handle the message: in the same step, the message becomes an inbox entry pending
+                with it. None records a message that needs no handling (one imported from
+                another system), which counts as handled at once.
+
         Returns:
-            ``(turn, True)`` when stored; ``(original turn, False)`` when this conversation
-            already holds a turn with ``client_message_id`` (a channel's retry), in which case
-            nothing is written. With ``client_message_id`` None the message is always stored.
+            The turn, and whether it was stored now; with ``client_message_id`` seen before in
+            this conversation (a channel's retry) nothing is written and the original turn
+            comes back, ``pending`` saying whether it is still waiting to be handled.
 
         Raises:
             ConversationNotFound: no conversation has this id.
         """
-        return await self._append(
-            "customer", conversation_id, "customer", text, channel, language, client_message_id, nlu, timings
+        mode = "customer" if handler else "record"
+        turn, outcome, entry, handled = await self._append(
+            mode,
+            conversation_id,
+            "customer",
+            text,
+            channel,
+            language,
+            client_message_id,
+            nlu,
+            timings,
+            consumer=handler or "",
         )
+        return StoredTurn(turn, outcome == "stored", entry or None, handled < turn.seq)
 
     async def append_bot_turn(
         self,
@@ -370,8 +452,8 @@ class ConversationStore(RedisClientHolder):
             BotSilenced: the conversation is queued, assigned or resolved.
             ConversationNotFound: no conversation has this id.
         """
-        channel, language = await self._defaults(conversation_id, channel, language)
-        turn, _stored = await self._append(
+        channel, language = await self.defaults(conversation_id, channel, language)
+        turn, *_ = await self._append(
             "bot", conversation_id, "bot", text, channel, language, None, nlu, timings, buttons, reply_to
         )
         return turn
@@ -387,13 +469,16 @@ class ConversationStore(RedisClientHolder):
         timings: dict[str, float] | None = None,
         buttons: Sequence[dict[str, str]] = (),
         author: str | None = None,
+        once: str | None = None,
     ) -> Turn:
         """Store an agent's or a system message (``sender`` ``agent`` or ``system``).
 
         Customer and bot turns have their own methods, so that dedupe and the bot's
         silence cannot be bypassed. ``channel`` and ``language`` default to the conversation's.
         ``buttons`` are quick replies (e.g. the 1-5 rating after a resolve); ``author`` is the
-        agent who wrote an agent turn.
+        agent who wrote an agent turn. ``once`` is an idempotency key: a notice that a retried
+        step writes again (a queue position after a crash) is stored once, and the stored turn
+        comes back.
 
         Raises:
             ValueError: ``sender`` is not ``agent`` or ``system``.
@@ -401,15 +486,15 @@ class ConversationStore(RedisClientHolder):
         """
         if sender not in ("agent", "system"):
             raise ValueError(f"append_turn stores agent and system turns, not {sender!r}")
-        channel, language = await self._defaults(conversation_id, channel, language)
-        turn, _stored = await self._append(
+        channel, language = await self.defaults(conversation_id, channel, language)
+        turn, *_ = await self._append(
             "other",
             conversation_id,
             sender,
             text,
             channel,
             language,
-            None,
+            once,
             None,
             timings,
             buttons,
@@ -457,6 +542,18 @@ class ConversationStore(RedisClientHolder):
                 return Turn.from_dict(data)
         raise RuntimeError(f"turn {seq} of {conversation_id} kept changing")
 
+    async def mark_handled(self, conversation_id: str, expected: int, seq: int) -> bool:
+        """Record that customer turn ``seq`` is handled, if the mark still reads ``expected``.
+
+        A handler reads the conversation's ``handled`` mark, handles the next customer turn and
+        then calls this (or a script that does the same with the handling's own writes): False
+        means another handler got there first, and this one's work must not take effect.
+        """
+        outcome, _detail = await self._mark_handled(
+            args=[*self.common_args(), conversation_id, str(expected), str(seq)]
+        )
+        return outcome == "ok"
+
     async def bot_context(self, conversation_id: str) -> dict[str, Any] | None:
         """The dialogue context the bot saved for the conversation, or None."""
         text = await self.client.get(self.keys.context(conversation_id))
@@ -483,7 +580,7 @@ class ConversationStore(RedisClientHolder):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _common_args(self, now: str | None = None) -> list[str | int]:
+    def common_args(self, now: str | None = None) -> list[str | int]:
         """ARGV[1..3] of every script: prefix, time, stream cap."""
         return [self.keys.prefix, now or format_time(utcnow()), self.events_maxlen]
 
@@ -493,9 +590,14 @@ class ConversationStore(RedisClientHolder):
             raise CustomerNotFound(customer_id)
         return customer
 
-    async def _defaults(
-        self, conversation_id: str, channel: str | None, language: str | None
+    async def defaults(
+        self, conversation_id: str, channel: str | None = None, language: str | None = None
     ) -> tuple[str, str | None]:
+        """``channel`` and ``language``, each defaulting to the conversation's.
+
+        Raises:
+            ConversationNotFound: no conversation has this id.
+        """
         if channel is not None and language is not None:
             return channel, language
         stored_channel, stored_language = await self.client.hmget(
@@ -519,45 +621,38 @@ class ConversationStore(RedisClientHolder):
         buttons: Sequence[dict[str, str]] = (),
         reply_to: int | None = None,
         author: str | None = None,
-    ) -> tuple[Turn, bool]:
-        moment = utcnow()
-        draft = Turn(
-            id=_new_id(),
-            conversation_id=conversation_id,
-            seq=0,  # given by the script
-            sender=sender,
-            channel=channel,
-            language=language,
-            text=text,
+        consumer: str = "",
+    ) -> tuple[Turn, str, str, int]:
+        """The turn and the script's outcome, inbox entry id and handled mark."""
+        draft = draft_turn(
+            conversation_id,
+            sender,
+            text,
+            channel,
+            language,
             nlu=nlu,
             client_message_id=client_message_id,
-            created_at=moment,
-            timings=dict(timings or {}),
-            buttons=[dict(b) for b in buttons],
+            timings=timings,
+            buttons=buttons,
             reply_to=reply_to,
             author=author,
         )
-        fields = draft.to_dict()
-        del fields["seq"]
-        body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))[1:]  # drop "{"
-        outcome, detail = await self._append_turn(
-            keys=[
-                self.keys.conversation(conversation_id),
-                self.keys.turns(conversation_id),
-                self.keys.message_ids(conversation_id),
-            ],
+        moment = draft.created_at
+        body = turn_body(draft)
+        outcome, detail, entry, handled = await self._append_turn(
             args=[
-                *self._common_args(format_time(moment)),
+                *self.common_args(format_time(moment)),
+                conversation_id,
                 mode,
                 client_message_id or "",
                 body,
                 language or "",
                 sender,
-                conversation_id,
+                consumer,
             ],
         )
         if outcome == "missing":
             raise ConversationNotFound(conversation_id)
         if outcome == "refused":
             raise BotSilenced(conversation_id, State(detail))
-        return Turn.from_dict(json.loads(detail)), outcome == "stored"
+        return stored_turn(detail), outcome, entry, int(handled)

@@ -25,6 +25,7 @@ from typing import Any, Literal, Self
 
 from redis.asyncio import Redis
 
+from handoff.events import AgentPresence
 from handoff.keys import DEFAULT_PREFIX, HandoffKeys
 
 Role = Literal["agent", "supervisor"]
@@ -252,13 +253,7 @@ class AgentDirectory:
         Raises:
             UnknownAgent: no agent has this id.
         """
-        event = {
-            "type": "agent_online" if online else "agent_offline",
-            "handoff_id": None,
-            "conversation_id": None,
-            "agent_id": agent_id,
-            "at": time.time(),
-        }
+        event = AgentPresence(agent_id, online, time.time()).payload
         changed = await self._set_online(
             keys=[self.keys.agent(agent_id), self.keys.online, self.keys.events],
             args=[agent_id, "1" if online else "0", json.dumps(event)],

@@ -1,22 +1,26 @@
-"""The assigner: the worker that admits new handoffs and routes waiting ones to agents.
+"""The assigner: the one owner of admission to the queue, and the router of waiting handoffs.
 
 Each round (`Assigner.step`):
 
 1. XAUTOCLAIM entries of the handoff stream left pending by a consumer that died (idle longer
    than ``reclaim_idle_ms``), so a crash between reading and acknowledging loses nothing;
 2. XREADGROUP new entries;
-3. admit each (new -> waiting; idempotent, so admitting twice after a crash is harmless) and
-   only then XACK it (and XDEL it: the stream only holds work not yet done);
-4. `HandoffQueue.match`: assign waiting handoffs to agents with room (not under broadcast routing);
-5. `HandoffQueue.check_breaches`.
+3. admit each (new -> waiting; idempotent, so admitting twice after a crash is harmless);
+4. `handoff.routing.match`: assign waiting handoffs to agents with room (not under broadcast
+   routing); each assignment tells the customer an agent joined, in the same step;
+5. tell each admitted customer still waiting where they stand (once per handoff, however often
+   a crash makes this step run), and only then XACK the entry (and XDEL it: the stream only
+   holds work not yet done);
+6. `HandoffQueue.check_breaches`.
 
 Any number of assigners may run at once on one Redis, in one process or many, each with its
 own consumer name: the consumer group hands each entry to one of them, and every assignment
-is an atomic claim, so they never assign one handoff twice. `Assigner.run` loops rounds, wakes
-early when an agent comes online, a chat is freed or queued (events on the handoff channel),
-and calls `HandoffQueue.reconcile` when it starts and now and then (for work a crash cut short).
+is an atomic claim, so they never assign one handoff twice. `Assigner.run` loops rounds and
+wakes early when an agent comes online, a chat is freed or queued (events on the handoff
+channel). Every change of hands is one script (`handoff.queue`), so there is nothing to repair.
 
-Run one on its own with ``python -m handoff.assigner --redis-url URL --prefix P --consumer NAME``.
+Run one on its own with ``python -m handoff.assigner --kb DIR --redis-url URL --prefix P
+--consumer NAME`` (``--kb`` for the knowledge base's ``handoff.yml``, as ``baton serve`` reads it).
 """
 
 from __future__ import annotations
@@ -24,70 +28,67 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import socket
-import time
-from typing import Any
+from pathlib import Path
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from conversations import failpoints
+from conversations.store import ConversationStore
 from handoff.desk import HandoffDesk
+from handoff.events import AgentPresence, Event, HandoffChanged, parse_text
+from handoff.handoffs import ROUTINGS
 from handoff.keys import DEFAULT_PREFIX, GROUP
-from handoff.metrics import Metrics
-from handoff.queue import ROUTINGS, HandoffQueue
-from handoff.records import Records
-from handoff.signal_store import SignalStore
-from knowledge_index.handoff_file import HandoffConfig
+from handoff.parts import build_handoff
+from handoff.routing import match
+from knowledge_index.handoff_file import HandoffConfig, load_handoff_config
 
 log = logging.getLogger(__name__)
 
-# Events after which a round may assign something: a new chat, an agent with room.
-WAKE_EVENTS = frozenset({"queued", "agent_online", "closed", "transferred"})
+# Handoff events after which a round may assign something: a new chat, a freed slot (and an
+# agent coming online, `AgentPresence`).
+WAKE_KINDS = frozenset({"queued", "closed", "transferred"})
 
 
 class Assigner:
     """One consumer of the handoff stream that admits, assigns and watches first-response times.
 
     Args:
-        queue: the handoff queue (its client is used for the stream too).
+        desk: the handoff desk (its queue's client is used for the stream too).
         consumer: this worker's name in the consumer group; unique per running worker.
         block_ms: how long a round waits for new entries (and `run` for a wake-up event).
         reclaim_idle_ms: entries pending this long with another consumer are taken over.
         batch: at most this many stream entries per round.
         delay_ms: for fault tests only: sleep this long between the steps of one assignment
-            (after reading, after admitting, before claiming, after the claim script) so a
-            test can kill the worker half-way.
-        reconcile_every_s: how often `run` repairs half-finished work (besides at start).
+            (after reading, after admitting, before claiming, before acknowledging) so a test
+            can kill the worker half-way.
     """
 
     def __init__(
         self,
-        queue: HandoffQueue,
+        desk: HandoffDesk,
         consumer: str,
         *,
         block_ms: int = 500,
         reclaim_idle_ms: int = 5000,
         batch: int = 100,
         delay_ms: int = 0,
-        reconcile_every_s: float = 60.0,
     ) -> None:
         if not consumer:
             raise ValueError("an assigner needs a consumer name")
-        self.queue = queue
+        self.desk = desk
+        self.queue = desk.queue
         self.consumer = consumer
         self.block_ms = block_ms
         self.reclaim_idle_ms = reclaim_idle_ms
         self.batch = batch
         self.delay_ms = delay_ms
-        self.reconcile_every_s = reconcile_every_s
         self._reclaim_from = "0-0"  # XAUTOCLAIM's cursor, kept between rounds
-        if delay_ms > 0:
-            queue.pause = self._pause
 
     async def step(self, *, block: bool = True) -> int:
         """One round; returns how many handoffs it assigned.
@@ -96,12 +97,20 @@ class Assigner:
         """
         await self.queue.ensure_group()
         entries = await self._read(block)
-        for entry_id, handoff_id in entries:
+        for _entry_id, handoff_id in entries:
             if handoff_id:
                 await self.queue.admit(handoff_id)
                 await self._pause("after_admit")
+        if entries:
+            failpoints.reach("admitted")
+        assigned = await match(self.queue, pause=self._pause if self.delay_ms > 0 else None)
+        if entries:
+            failpoints.reach("claimed")
+        for entry_id, handoff_id in entries:
+            if handoff_id:
+                await self.desk.tell_standing(handoff_id)  # nothing if an agent has it already
+            await self._pause("before_ack")
             await self._ack(entry_id)  # only now: a crash before this leaves the entry pending
-        assigned = await self.queue.match()
         await self.queue.check_breaches()
         if assigned:
             log.info("%s assigned %d handoff(s)", self.consumer, len(assigned))
@@ -111,18 +120,10 @@ class Assigner:
         """Loop rounds until ``stop`` is set; Redis outages are logged and retried."""
         wake = asyncio.Event()
         listener = asyncio.create_task(self._listen(wake), name=f"assigner-{self.consumer}-events")
-        next_reconcile = 0.0  # at once: finish what a crashed worker left half done
         try:
             while not stop.is_set():
                 wake.clear()  # before the round: an event during it triggers the next one
                 try:
-                    if time.monotonic() >= next_reconcile:
-                        # At start nothing else of ours is in flight; later, leave recent changes alone.
-                        min_age = 0.0 if next_reconcile == 0.0 else 10.0
-                        repairs = await self.queue.reconcile(min_age_seconds=min_age)
-                        if repairs:
-                            log.info("%s reconciled %d half-finished change(s)", self.consumer, repairs)
-                        next_reconcile = time.monotonic() + self.reconcile_every_s
                     await self.step(block=False)
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                     log.warning("%s: Redis unavailable (%s); retrying", self.consumer, exc)
@@ -181,7 +182,7 @@ class Assigner:
                 async with self.queue.client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.queue.keys.events)
                     async for message in pubsub.listen():
-                        if _event_type(message) in WAKE_EVENTS:
+                        if message.get("type") == "message" and _wakes(parse_text(message["data"])):
                             wake.set()
             except asyncio.CancelledError:
                 raise
@@ -190,14 +191,11 @@ class Assigner:
                 await asyncio.sleep(1)
 
 
-def _event_type(message: dict[str, Any]) -> str | None:
-    if message.get("type") != "message":
-        return None
-    try:
-        event = json.loads(message["data"])
-    except (TypeError, ValueError):
-        return None
-    return event.get("type") if isinstance(event, dict) else None
+def _wakes(event: Event | None) -> bool:
+    """True for an event after which a round may assign something."""
+    if isinstance(event, HandoffChanged):
+        return event.kind in WAKE_KINDS
+    return isinstance(event, AgentPresence) and event.online
 
 
 async def _first_of(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:
@@ -216,6 +214,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m handoff.assigner",
         description="Run one handoff assigner until SIGTERM or SIGINT.",
+    )
+    parser.add_argument(
+        "--kb",
+        type=Path,
+        help="the knowledge base folder whose handoff.yml to follow (as baton serve --kb); default: defaults",
     )
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="Redis key prefix (default %(default)s)")
@@ -254,10 +257,11 @@ async def _main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with HandoffQueue.from_url(args.redis_url, prefix=args.prefix, routing=args.routing) as queue:
-        _tell_and_count(queue, args.prefix)
+    config = load_handoff_config(args.kb) if args.kb else HandoffConfig()
+    async with ConversationStore.from_url(args.redis_url, prefix=args.prefix) as store:
+        parts = build_handoff(store.client, store, config, routing=args.routing)
         assigner = Assigner(
-            queue,
+            parts.desk,
             args.consumer,
             block_ms=args.block_ms,
             reclaim_idle_ms=args.reclaim_idle_ms,
@@ -267,21 +271,6 @@ async def _main(args: argparse.Namespace) -> None:
         log.info("assigner %s started on prefix %r", args.consumer, args.prefix)
         await assigner.run(stop)
         log.info("assigner %s stopped", args.consumer)
-
-
-def _tell_and_count(queue: HandoffQueue, prefix: str) -> None:
-    """Do what `baton serve` does after an assignment or a breach here too: tell the customer an
-    agent joined, count the wait and the breaches (`HandoffDesk.follow_queue`)."""
-    client = queue.client
-    HandoffDesk(
-        queue.store,
-        queue,
-        queue.agents,
-        Metrics(client, prefix),
-        Records(client, prefix),
-        SignalStore(client, prefix),
-        HandoffConfig(),
-    ).follow_queue()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ that were never handed to a person: ``1 - handed_off / conversations``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -27,6 +28,50 @@ def _day(moment: float | None = None) -> str:
     return datetime.fromtimestamp(moment if moment is not None else time.time(), UTC).strftime("%Y-%m-%d")
 
 
+Counts = dict[str, float]  # metric name -> amount: an int is counted with HINCRBY, a float with HINCRBYFLOAT
+
+
+def started_counts(channel: str, language: str | None) -> Counts:
+    """A conversation got its first customer message."""
+    return {
+        "conversations": 1,
+        f"conversations_channel:{channel}": 1,
+        f"conversations_language:{language or 'unknown'}": 1,
+    }
+
+
+def handoff_counts(reason: str, channel: str, language: str | None, first: bool) -> Counts:
+    """A conversation went to the queue; ``first`` when it is its first handoff."""
+    counts: Counts = {
+        "handoffs": 1,
+        f"handoffs_reason:{reason}": 1,
+        f"handoffs_channel:{channel}": 1,
+        f"handoffs_language:{language or 'unknown'}": 1,
+    }
+    if first:
+        counts["conversations_handed_off"] = 1
+    return counts
+
+
+def observation(name: str, seconds: float) -> Counts:
+    """One observation of a duration: its count, sum and histogram buckets."""
+    counts: Counts = {f"{name}_count": 1, f"{name}_sum": float(seconds)}
+    for bound in BUCKETS:
+        if seconds <= bound:
+            counts[f"{name}_le:{bound}"] = 1
+    return counts
+
+
+def ended_counts(outcome: str) -> Counts:
+    """An agent's chat ended: ``resolved``, ``handback`` or ``closed``."""
+    return {f"ended:{outcome}": 1}
+
+
+def counts_arg(counts: Counts) -> str:
+    """Counts as the handoff scripts take them (`handoff.scripts`): ``[[name, amount, is_float]...]``."""
+    return json.dumps([[name, amount, isinstance(amount, float)] for name, amount in counts.items()])
+
+
 class Metrics:
     """Counters of conversations, handoffs, waits, first responses and ratings.
 
@@ -39,11 +84,13 @@ class Metrics:
         self.client = client
         self.prefix = prefix
 
-    def _keys(self) -> tuple[str, str]:
-        return f"{self.prefix}metrics:total", f"{self.prefix}metrics:day:{_day()}"
+    def hashes(self, moment: float | None = None) -> tuple[str, str]:
+        """The two hashes every count goes to: all time, and the UTC day of ``moment`` (now)."""
+        return f"{self.prefix}metrics:total", f"{self.prefix}metrics:day:{_day(moment)}"
 
-    async def _add(self, counts: Mapping[str, float]) -> None:
-        total, today = self._keys()
+    async def add(self, counts: Counts) -> None:
+        """Add ``counts`` to both hashes."""
+        total, today = self.hashes()
         async with self.client.pipeline(transaction=False) as pipe:
             for key in (total, today):
                 for name, amount in counts.items():
@@ -56,53 +103,11 @@ class Metrics:
 
     async def conversation_started(self, channel: str, language: str | None) -> None:
         """A conversation got its first customer message."""
-        await self._add(
-            {
-                "conversations": 1,
-                f"conversations_channel:{channel}": 1,
-                f"conversations_language:{language or 'unknown'}": 1,
-            }
-        )
-
-    async def handed_off(self, reason: str, channel: str, language: str | None, first: bool) -> None:
-        """A conversation went to the queue; ``first`` when it is its first handoff."""
-        counts: dict[str, float] = {
-            "handoffs": 1,
-            f"handoffs_reason:{reason}": 1,
-            f"handoffs_channel:{channel}": 1,
-            f"handoffs_language:{language or 'unknown'}": 1,
-        }
-        if first:
-            counts["conversations_handed_off"] = 1
-        await self._add(counts)
-
-    async def waited(self, seconds: float) -> None:
-        """A handoff was assigned ``seconds`` after it was queued."""
-        await self._add(self._observation("wait", seconds))
-
-    async def first_response(self, seconds: float) -> None:
-        """An agent first wrote to a handed-off customer ``seconds`` after the handoff."""
-        await self._add(self._observation("first_response", seconds))
-
-    async def breached(self) -> None:
-        """A handoff passed its first-response time with no answer from an agent."""
-        await self._add({"first_response_breaches": 1})
-
-    async def ended(self, outcome: str) -> None:
-        """An agent's chat ended: ``resolved``, ``handback`` or ``closed``."""
-        await self._add({f"ended:{outcome}": 1})
+        await self.add(started_counts(channel, language))
 
     async def rated(self, score: int) -> None:
         """A customer rated a conversation 1-5."""
-        await self._add({"ratings": 1, "ratings_sum": score, f"rating:{score}": 1})
-
-    @staticmethod
-    def _observation(name: str, seconds: float) -> dict[str, float]:
-        counts: dict[str, float] = {f"{name}_count": 1, f"{name}_sum": float(seconds)}
-        for bound in BUCKETS:
-            if seconds <= bound:
-                counts[f"{name}_le:{bound}"] = 1
-        return counts
+        await self.add({"ratings": 1, "ratings_sum": score, f"rating:{score}": 1})
 
     async def snapshot(self, day: str | None = None) -> dict[str, Any]:
         """The figures since the start, or of one UTC ``day`` (``YYYY-MM-DD``; ``today`` allowed)."""

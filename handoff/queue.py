@@ -1,519 +1,145 @@
-"""The handoff queue: handed-off conversations waiting for an agent, routing, and their lifecycle.
+"""The handoff queue: every change of who holds a conversation, and what the queue holds now.
 
-A handoff is one escalation of one conversation (id ``{conversation_id}:{handoff_number}``).
-Its life::
+A handoff is one escalation of one conversation (`handoff.handoffs.Handoff`). Its life, each
+step one Lua script (`handoff.scripts`) that changes the conversation's state and the handoff's
+record together, so no crash can leave them disagreeing::
 
-    enqueue        new        written once per id, its id added to the handoff stream
-    admit          waiting    (an assigner read it from the stream) in the waiting pool by priority;
-                              ``ticket`` set when nobody online could take it
-    claim          assigned   to one agent, atomically: online, under capacity, still waiting
-    transfer_*                to another agent (stays assigned) or back to waiting under a skill
-    close          closed     resolved, handed back to the bot, or closed (capacity freed)
+    commit_turn / escalate   bot -> queued    the handoff written (new) and put on the stream
+    admit                    (queued)         an assigner took it from the stream: waiting, by
+                                              priority; ``ticket`` when nobody online could take it
+    claim                    queued -> assigned   to one agent: online, under capacity, still
+                                              waiting; the "joined" notice to the customer
+    transfer_to_agent        (assigned)       to another agent
+    transfer_to_skill        assigned -> queued   back to waiting under another skill
+    finish                   -> resolved / bot    closed: resolved, handed back, or a waiting
+                                              chat closed (the agent's slot freed)
 
-Every change is one Lua script (`_SCRIPTS`), so two assigners, or an assigner and an agent
-pressing "accept", can never assign one handoff twice or put an agent over capacity. Each
-script appends the event to the audit stream and publishes it as JSON on the events channel
-in the same step (see `handoff.keys` for every key). Like the conversation store's scripts,
-they build some key names from the prefix inside Lua: fine on one Redis (with or without
-Sentinel); Redis Cluster would need hash tags first.
-
-The conversation's own state (``queued`` / ``assigned``) lives in the conversation store and
-moves right after the script, through `ConversationStore.transition`. A crash in between
-leaves the two disagreeing; `HandoffQueue.reconcile` finishes that work.
+Two assigners, or an assigner and an agent pressing "accept", can never assign one handoff
+twice or put an agent over capacity. Each script appends its events to the audit stream and
+publishes them on the events channel in the same step (see `handoff.keys` for every key).
 
 Priority is a virtual arrival time: ``created_at - vip_priority_seconds * vip -
 severity_priority_seconds * severity``, lower first, ties older first. A handoff whose skill
 (and language) no online agent has simply waits; it is not widened to another skill.
-
-Routing (``routing``): ``assign`` (the default) pushes each waiting handoff to the best online
-agent with room (`match`); ``broadcast`` leaves them waiting for an agent with the skill to
-accept one (`claim`), as contact centres do where agents pick their chats.
+Routing waiting handoffs to agents is `handoff.routing`; where one stands, `handoff.standing`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from conversations.model import Conversation, Turn, format_time
 from conversations.redis_client import RedisClientHolder
-from conversations.states import InvalidTransition, State
-from conversations.store import ConversationNotFound, ConversationStore
+from conversations.states import State
+from conversations.store import ConversationStore, draft_turn, stored_turn, turn_body
 from handoff.agents import AgentDirectory
+from handoff.events import Note, Understood
+from handoff.handoffs import (
+    ROUTINGS,
+    ClaimResult,
+    Handoff,
+    HandoffRequest,
+    Outcome,
+    Routing,
+    as_dict,
+    priority_order,
+)
 from handoff.keys import DEFAULT_PREFIX, GROUP, HandoffKeys
+from handoff.metrics import Counts, Metrics, counts_arg, handoff_counts, observation
+from handoff.notices import notice
+from handoff.scripts import (
+    ADMIT,
+    BREACHES,
+    CLAIM,
+    COMMIT_TURN,
+    FINISH,
+    SEND,
+    TRANSFER_AGENT,
+    TRANSFER_SKILL,
+)
+from handoff.signal_store import KEPT_SECONDS, SignalStore
+from handoff.signals import SignalState
 
 if TYPE_CHECKING:
     from knowledge_index.handoff_file import HandoffConfig
-
-log = logging.getLogger(__name__)
-
-Status = Literal["new", "waiting", "assigned", "closed"]
-Outcome = Literal["resolved", "handback", "closed"]
-Routing = Literal["assign", "broadcast"]
-ROUTINGS: tuple[Routing, ...] = ("assign", "broadcast")
-OUTCOMES: tuple[str, ...] = ("resolved", "handback", "closed")
-
-# A hook called at named points of an assignment ("before_claim", "after_claim_script"); only
-# fault tests set one, to stop a worker half-way.
-Pause = Callable[[str], Awaitable[None]]
-# A callback given a handoff: `HandoffQueue.on_assigned`, `HandoffQueue.on_breach`.
-HandoffHook = Callable[["Handoff"], Awaitable[Any]]
 
 # The pub/sub channel of every handoff and agent event (`HandoffKeys.events`), by prefix.
 HANDOFF_EVENTS = "{prefix}handoff:events"
 
 
-@dataclass(frozen=True)
-class HandoffRequest:
-    """What the turn pipeline knows when it hands a conversation to a person."""
+class HandoffRefused(Exception):
+    """A change the queue refused because the conversation or its handoff is not as the caller thought.
 
-    conversation_id: str
-    customer_id: str
-    channel: str
-    language: str  # "zh" or "en"; "" lets any agent take it
-    skill: str
-    reasons: tuple[str, ...]
-    severity: int  # 1 (low) to 3 (high)
-    vip: bool
-    summary: str = ""
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.severity <= 3:
-            raise ValueError("severity must be 1, 2 or 3")
-        if not self.skill:
-            raise ValueError("a handoff needs a skill")
-        object.__setattr__(self, "reasons", tuple(self.reasons))
-
-
-def _opt_float(text: str | None) -> float | None:
-    return float(text) if text else None
-
-
-@dataclass(frozen=True)
-class Handoff:
-    """One escalation of one conversation, as the queue keeps it. Times are epoch seconds."""
-
-    id: str
-    conversation_id: str
-    handoff_number: int
-    customer_id: str
-    channel: str
-    language: str
-    skill: str
-    reasons: tuple[str, ...]
-    severity: int
-    vip: bool
-    summary: str
-    status: Status
-    priority: float
-    created_at: float
-    agent_id: str | None = None
-    ticket: bool = False
-    assigned_at: float | None = None  # when the current agent got it
-    first_response_at: float | None = None
-    closed_at: float | None = None
-    outcome: Outcome | None = None
-    breached: bool = False
-    transfers: int = 0
-    updated_at: float = field(default=0.0)
-
-    @property
-    def is_open(self) -> bool:
-        """True until closed."""
-        return self.status != "closed"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; the events carry the same shape under ``handoff``."""
-        return {
-            "id": self.id,
-            "conversation_id": self.conversation_id,
-            "handoff_number": self.handoff_number,
-            "customer_id": self.customer_id,
-            "channel": self.channel,
-            "language": self.language,
-            "skill": self.skill,
-            "reasons": list(self.reasons),
-            "severity": self.severity,
-            "vip": self.vip,
-            "summary": self.summary,
-            "status": self.status,
-            "agent_id": self.agent_id,
-            "ticket": self.ticket,
-            "priority": self.priority,
-            "created_at": self.created_at,
-            "assigned_at": self.assigned_at,
-            "first_response_at": self.first_response_at,
-            "closed_at": self.closed_at,
-            "outcome": self.outcome,
-            "breached": self.breached,
-            "transfers": self.transfers,
-            "updated_at": self.updated_at,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """The inverse of `to_dict` (also reads the ``handoff`` of a published event)."""
-
-        def opt(name: str) -> float | None:
-            value = data.get(name)
-            return None if value is None else float(value)
-
-        return cls(
-            id=data["id"],
-            conversation_id=data["conversation_id"],
-            handoff_number=int(data["handoff_number"]),
-            customer_id=data["customer_id"],
-            channel=data["channel"],
-            language=data.get("language") or "",
-            skill=data["skill"],
-            reasons=tuple(data.get("reasons") or ()),
-            severity=int(data["severity"]),
-            vip=bool(data.get("vip")),
-            summary=data.get("summary") or "",
-            status=data["status"],
-            priority=float(data["priority"]),
-            created_at=float(data["created_at"]),
-            agent_id=data.get("agent_id") or None,
-            ticket=bool(data.get("ticket")),
-            assigned_at=opt("assigned_at"),
-            first_response_at=opt("first_response_at"),
-            closed_at=opt("closed_at"),
-            outcome=data.get("outcome") or None,
-            breached=bool(data.get("breached")),
-            transfers=int(data.get("transfers") or 0),
-            updated_at=float(data.get("updated_at") or data["created_at"]),
-        )
-
-    @classmethod
-    def from_hash(cls, data: dict[str, str]) -> Self:
-        """Read the all-text Redis hash."""
-        return cls(
-            id=data["id"],
-            conversation_id=data["conversation_id"],
-            handoff_number=int(data["handoff_number"]),
-            customer_id=data["customer_id"],
-            channel=data["channel"],
-            language=data.get("language", ""),
-            skill=data["skill"],
-            reasons=tuple(_json_list(data.get("reasons", "[]"))),
-            severity=int(data["severity"]),
-            vip=data.get("vip") == "1",
-            summary=data.get("summary", ""),
-            status=data["status"],  # type: ignore[arg-type]  # written only by the scripts
-            priority=float(data["priority"]),
-            created_at=float(data["created_at"]),
-            agent_id=data.get("agent_id") or None,
-            ticket=data.get("ticket") == "1",
-            assigned_at=_opt_float(data.get("assigned_at")),
-            first_response_at=_opt_float(data.get("first_response_at")),
-            closed_at=_opt_float(data.get("closed_at")),
-            outcome=data.get("outcome") or None,  # type: ignore[arg-type]
-            breached=data.get("breached") == "1",
-            transfers=int(data.get("transfers") or 0),
-            updated_at=float(data.get("updated_at") or data["created_at"]),
-        )
-
-
-def _json_list(text: str) -> list[str]:
-    value = json.loads(text)
-    return list(value) if isinstance(value, list) else []
-
-
-@dataclass(frozen=True)
-class ClaimResult:
-    """The outcome of `HandoffQueue.claim` and the transfers.
-
-    ``reason`` when not ok: ``not_waiting`` (taken, closed, or its conversation is gone),
-    ``agent_offline``, ``at_capacity``, ``unknown`` (no such handoff), ``unknown_agent``;
-    transfers also ``not_assigned``, ``same_agent`` and ``closed``.
+    Attributes:
+        reason: ``not_found``, ``not_assigned``, ``not_waiting`` or ``not_yours``.
+        state: the conversation's state when it was refused ('' if unknown).
     """
 
-    ok: bool
-    reason: str | None = None
-    handoff: Handoff | None = None
-
-    def __bool__(self) -> bool:
-        return self.ok
+    def __init__(self, reason: str, state: str = "") -> None:
+        super().__init__(f"{reason} (the conversation is {state or 'gone'})")
+        self.reason = reason
+        self.state = state
 
 
 @dataclass(frozen=True)
-class QueueStanding:
-    """Where a waiting handoff stands; every field None when it is not waiting.
+class TurnCommit:
+    """Everything that handling one customer turn changes, for `HandoffQueue.commit_turn`.
 
-    ``estimated_seconds`` is also None while no agent who could take it is online.
+    Attributes:
+        conversation_id: the conversation.
+        seq: the customer turn handled.
+        handled: the conversation's handled mark as read before handling; the commit happens
+            only if it still reads so. None when no customer turn is being handled (an
+            escalation asked for from outside, e.g. by a Rasa assistant).
+        reply: the bot's turn, drafted (`conversations.store.draft_turn`), or None.
+        context: the bot's dialogue context for the next turn, or None to leave it.
+        signals: the escalation signals after this turn, or None to leave them.
+        escalation: the handoff to open, or None.
+        reason: the escalation's main reason.
+        first_handoff: this is the conversation's first escalation (for the automation rate).
+        counts: more metrics to count with it (the conversation's start, say).
     """
 
-    position: int | None  # 1 = next among the handoffs of its skill
-    waiting: int | None  # handoffs of its skill waiting now
-    agents_online: int | None  # online agents with its skill and language
-    estimated_seconds: int | None
-
-    def to_dict(self) -> dict[str, int | None]:
-        """A JSON-ready dict."""
-        return {
-            "position": self.position,
-            "waiting": self.waiting,
-            "agents_online": self.agents_online,
-            "estimated_seconds": self.estimated_seconds,
-        }
+    conversation_id: str
+    seq: int = 0
+    handled: int | None = None
+    reply: Turn | None = None
+    context: dict[str, Any] | None = None
+    signals: SignalState | None = None
+    escalation: HandoffRequest | None = None
+    reason: str = ""
+    first_handoff: bool = False
+    counts: Counts = field(default_factory=dict)
 
 
-# -- Lua -----------------------------------------------------------------------------------------
-# Every script takes ARGV[1] the prefix, ARGV[2] the time (epoch seconds as text), ARGV[3] the
-# audit stream's cap; its own arguments follow. Floats go back to Python as text: Redis would
-# truncate a Lua number to an integer.
+@dataclass(frozen=True)
+class Committed:
+    """What `HandoffQueue.commit_turn` did.
 
-_PREAMBLE = """
-local P, NOW, AUDIT_MAX = ARGV[1], ARGV[2], ARGV[3]
-local EVENTS, AUDIT = P .. 'handoff:events', P .. 'handoffs:audit'
+    ``outcome``: ``ok``; ``stale`` (another handler finished the turn first: nothing written);
+    ``refused`` (the conversation left the bot, so the bot may neither answer nor escalate:
+    nothing written; ``state`` says where it is); ``missing`` (no such conversation).
+    """
 
-local function hkey(id) return P .. 'handoff:' .. id end
-local function chats_key(agent) return P .. 'agent:' .. agent .. ':chats' end
-local function waiting_key(skill)
-  if skill then return P .. 'handoffs:waiting:' .. skill end
-  return P .. 'handoffs:waiting'
-end
-
--- The handoff hash as a Lua table, or nil.
-local function load(id)
-  local flat = redis.call('HGETALL', hkey(id))
-  if #flat == 0 then return nil end
-  local h = {}
-  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
-  return h
-end
-
--- HSET name, value, ... and keep the table in step.
-local function set(h, ...)
-  local args = {...}
-  for i = 1, #args, 2 do h[args[i]] = args[i + 1] end
-  redis.call('HSET', hkey(h.id), unpack(args))
-end
-
-local function opt_text(v) if v == nil or v == '' then return cjson.null end return v end
-local function opt_number(v) if v == nil or v == '' then return cjson.null end return tonumber(v) end
-
--- The same shape as Handoff.to_dict.
-local function as_table(h)
-  return {
-    id = h.id, conversation_id = h.conversation_id, handoff_number = tonumber(h.handoff_number),
-    customer_id = h.customer_id, channel = h.channel, language = h.language or '', skill = h.skill,
-    reasons = cjson.decode(h.reasons or '[]'), severity = tonumber(h.severity), vip = h.vip == '1',
-    summary = h.summary or '', status = h.status, agent_id = opt_text(h.agent_id),
-    ticket = h.ticket == '1', priority = tonumber(h.priority), created_at = tonumber(h.created_at),
-    assigned_at = opt_number(h.assigned_at), first_response_at = opt_number(h.first_response_at),
-    closed_at = opt_number(h.closed_at), outcome = opt_text(h.outcome), breached = h.breached == '1',
-    transfers = tonumber(h.transfers or '0'), updated_at = tonumber(h.updated_at or h.created_at),
-  }
-end
-
-local function unwait(h)
-  redis.call('ZREM', waiting_key(nil), h.id)
-  redis.call('ZREM', waiting_key(h.skill), h.id)
-  redis.call('ZREM', P .. 'handoffs:tickets', h.id)
-end
-
--- Append the event to the audit stream and publish it as JSON. extra: {name, value, ...} text.
-local function emit(kind, h, extra)
-  extra = extra or {}
-  local fields = {'type', kind, 'handoff_id', h.id, 'conversation_id', h.conversation_id,
-    'agent_id', h.agent_id or '', 'at', NOW}
-  for i = 1, #extra do fields[#fields + 1] = extra[i] end
-  redis.call('XADD', AUDIT, 'MAXLEN', '~', AUDIT_MAX, '*', unpack(fields))
-  local payload = {type = kind, handoff_id = h.id, conversation_id = h.conversation_id,
-    agent_id = opt_text(h.agent_id), at = tonumber(NOW), handoff = as_table(h)}
-  for i = 1, #extra, 2 do payload[extra[i]] = opt_text(extra[i + 1]) end
-  -- This cjson writes an empty table as {}; reasons is the one list. Inside a JSON string a
-  -- quote is always escaped, so this text can only be the key itself.
-  local text = string.gsub(cjson.encode(payload), '"reasons":{}', '"reasons":[]')
-  redis.call('PUBLISH', EVENTS, text)
-end
-
--- True if the agent has the skill and speaks the language (an empty language matches anyone).
-local function serves(agent, skill, language)
-  local skills, languages = unpack(redis.call('HMGET', P .. 'agent:' .. agent, 'skills', 'languages'))
-  if not skills then return false end
-  local has_skill, speaks = false, language == nil or language == ''
-  for _, s in ipairs(cjson.decode(skills)) do if s == skill then has_skill = true end end
-  for _, l in ipairs(cjson.decode(languages or '[]')) do if l == language then speaks = true end end
-  return has_skill and speaks
-end
-
--- nil if the agent may take one more chat now, else the reason why not.
-local function refuse_agent(agent)
-  local max_chats = redis.call('HGET', P .. 'agent:' .. agent, 'max_chats')
-  if not max_chats then return 'unknown_agent' end
-  if redis.call('SISMEMBER', P .. 'agents:online', agent) == 0 then return 'agent_offline' end
-  if redis.call('SCARD', chats_key(agent)) >= tonumber(max_chats) then return 'at_capacity' end
-  return nil
-end
-"""
-
-# ARGV[4] handoff id, ARGV[5] conversation id, ARGV[6] handoff number, ARGV[7] created_at,
-# ARGV[8...] the hash as field, value pairs.
-_ENQUEUE = """
-local id = ARGV[4]
-if redis.call('EXISTS', hkey(id)) == 1 then return {'existing', redis.call('HGETALL', hkey(id))} end
-redis.call('HSET', hkey(id), unpack(ARGV, 8))
-redis.call('ZADD', P .. 'handoffs:conv:' .. ARGV[5], ARGV[6], id)
-redis.call('ZADD', P .. 'handoffs:open', ARGV[7], id)
-redis.call('ZADD', P .. 'handoffs:unanswered', ARGV[7], id)
-redis.call('XADD', P .. 'handoffs:stream', '*', 'handoff_id', id)
-emit('queued', load(id))
-return {'created', redis.call('HGETALL', hkey(id))}
-"""
-
-# ARGV[4] handoff id.
-_ADMIT = """
-local h = load(ARGV[4])
-if not h then return {'missing'} end
-if h.status ~= 'new' then return {'unchanged', redis.call('HGETALL', hkey(h.id))} end
-local ticket = '1'
-for _, agent in ipairs(redis.call('SMEMBERS', P .. 'agents:online')) do
-  if serves(agent, h.skill, h.language) then ticket = '0' break end
-end
-set(h, 'status', 'waiting', 'ticket', ticket, 'updated_at', NOW)
-redis.call('ZADD', waiting_key(nil), h.priority, h.id)
-redis.call('ZADD', waiting_key(h.skill), h.priority, h.id)
-if ticket == '1' then redis.call('ZADD', P .. 'handoffs:tickets', h.created_at, h.id) end
-emit('admitted', h)
-return {'admitted', redis.call('HGETALL', hkey(h.id))}
-"""
-
-# ARGV[4] handoff id, ARGV[5] agent id.
-_CLAIM = """
-local h, agent = load(ARGV[4]), ARGV[5]
-if not h then return {'unknown'} end
-if h.status ~= 'waiting' then return {'not_waiting'} end
-local refused = refuse_agent(agent)
-if refused then return {refused} end
-unwait(h)
-set(h, 'status', 'assigned', 'agent_id', agent, 'assigned_at', NOW, 'updated_at', NOW)
-redis.call('SADD', chats_key(agent), h.id)
-redis.call('ZADD', P .. 'agents:last_assigned', NOW, agent)
-emit('assigned', h)
-return {'ok', redis.call('HGETALL', hkey(h.id))}
-"""
-
-# ARGV[4] handoff id, ARGV[5] outcome.
-_CLOSE = """
-local h = load(ARGV[4])
-if not h then return {'missing'} end
-if h.status == 'closed' then return {'unchanged', redis.call('HGETALL', hkey(h.id))} end
-if h.agent_id and h.agent_id ~= '' then redis.call('SREM', chats_key(h.agent_id), h.id) end
-unwait(h)
-redis.call('ZREM', P .. 'handoffs:open', h.id)
-redis.call('ZREM', P .. 'handoffs:unanswered', h.id)
-set(h, 'status', 'closed', 'closed_at', NOW, 'outcome', ARGV[5], 'updated_at', NOW)
-emit('closed', h)
-return {'closed', redis.call('HGETALL', hkey(h.id))}
-"""
-
-# ARGV[4] handoff id, ARGV[5] the agent it goes to.
-_TRANSFER_AGENT = """
-local h, agent = load(ARGV[4]), ARGV[5]
-if not h then return {'unknown'} end
-if h.status ~= 'assigned' then return {'not_assigned'} end
-if h.agent_id == agent then return {'same_agent'} end
-local refused = refuse_agent(agent)
-if refused then return {refused} end
-local from = h.agent_id
-redis.call('SREM', chats_key(from), h.id)
-redis.call('SADD', chats_key(agent), h.id)
-redis.call('ZADD', P .. 'agents:last_assigned', NOW, agent)
-set(h, 'agent_id', agent, 'assigned_at', NOW, 'transfers', tostring(tonumber(h.transfers or '0') + 1),
-  'updated_at', NOW)
-emit('transferred', h, {'from_agent_id', from, 'from_skill', h.skill})
-return {'ok', redis.call('HGETALL', hkey(h.id))}
-"""
-
-# ARGV[4] handoff id, ARGV[5] the skill whose queue it goes to. A new handoff keeps status new
-# (admission puts it under the new skill); a waiting or assigned one waits under the new skill
-# with its old priority: the customer has waited already.
-_TRANSFER_SKILL = """
-local h, skill = load(ARGV[4]), ARGV[5]
-if not h then return {'unknown'} end
-if h.status == 'closed' then return {'closed'} end
-local before, from_agent, from_skill = h.status, h.agent_id or '', h.skill
-if from_agent ~= '' then redis.call('SREM', chats_key(from_agent), h.id) end
-unwait(h)
-local status = before == 'new' and 'new' or 'waiting'
-set(h, 'status', status, 'skill', skill, 'agent_id', '', 'transfers',
-  tostring(tonumber(h.transfers or '0') + 1), 'updated_at', NOW)
-if status == 'waiting' then
-  redis.call('ZADD', waiting_key(nil), h.priority, h.id)
-  redis.call('ZADD', waiting_key(skill), h.priority, h.id)
-end
-emit('transferred', h, {'from_agent_id', from_agent, 'from_skill', from_skill})
-return {'ok', before, redis.call('HGETALL', hkey(h.id))}
-"""
-
-# ARGV[4] handoff id.
-_FIRST_RESPONSE = """
-local h = load(ARGV[4])
-if not h then return {'missing'} end
-if h.first_response_at and h.first_response_at ~= '' then return {'already'} end
-set(h, 'first_response_at', NOW, 'updated_at', NOW)
-redis.call('ZREM', P .. 'handoffs:unanswered', h.id)
-emit('first_response', h)
-return {'ok', tostring(tonumber(NOW) - tonumber(h.created_at))}
-"""
-
-# ARGV[4] cutoff (created before it and unanswered = breached), ARGV[5] at most this many.
-_BREACHES = """
-local out = {}
-local ids = redis.call('ZRANGEBYSCORE', P .. 'handoffs:unanswered', '-inf', ARGV[4], 'LIMIT', 0, ARGV[5])
-for _, id in ipairs(ids) do
-  redis.call('ZREM', P .. 'handoffs:unanswered', id)
-  local h = load(id)
-  if h and h.status ~= 'closed' and (h.first_response_at or '') == '' and h.breached ~= '1' then
-    set(h, 'breached', '1', 'updated_at', NOW)
-    emit('breach', h)
-    out[#out + 1] = redis.call('HGETALL', hkey(id))
-  end
-end
-return out
-"""
-
-# No arguments of its own: drop from each agent's chat set what is no longer assigned to them.
-_RECONCILE_CHATS = """
-local removed = 0
-for _, agent in ipairs(redis.call('SMEMBERS', P .. 'agents')) do
-  for _, id in ipairs(redis.call('SMEMBERS', chats_key(agent))) do
-    local status, owner = unpack(redis.call('HMGET', hkey(id), 'status', 'agent_id'))
-    if status ~= 'assigned' or owner ~= agent then
-      redis.call('SREM', chats_key(agent), id)
-      removed = removed + 1
-    end
-  end
-end
-return removed
-"""
-
-
-def _as_dict(flat: Sequence[str]) -> dict[str, str]:
-    """An HGETALL reply given as a flat [field, value, ...] array."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _sort_key(handoff: Handoff) -> tuple[float, float, str]:
-    """Priority order: lower score first, ties older first."""
-    return (handoff.priority, handoff.created_at, handoff.id)
+    outcome: Literal["ok", "stale", "refused", "missing"]
+    reply: Turn | None = None
+    handoff_id: str | None = None
+    state: State | None = None
 
 
 class HandoffQueue(RedisClientHolder):
-    """Handoffs in Redis: enqueue, admit, route, claim, transfer, close; events for the API.
+    """Handoffs in Redis: escalate, admit, claim, transfer, finish; events for the API; reads.
 
     Args:
         client: a ``redis.asyncio.Redis`` made with ``decode_responses=True``.
-        store: the conversation store to move states with (made on ``client`` if None).
+        store: the conversation store (made on ``client`` if None).
         prefix: put before every key; the same as the conversation store's.
         config: a knowledge base's escalation settings; when given, its four timing settings
             replace the keywords below.
@@ -550,6 +176,8 @@ class HandoffQueue(RedisClientHolder):
         self.keys = HandoffKeys(prefix)
         self.store = store if store is not None else ConversationStore(client, prefix=prefix)
         self.agents = AgentDirectory(client, prefix)
+        self.metrics = Metrics(client, prefix)
+        self.signals = SignalStore(client, prefix)
         if config is not None:  # a knowledge base's handoff.yml wins over the keyword defaults
             vip_priority_seconds = config.vip_priority_seconds
             severity_priority_seconds = config.severity_priority_seconds
@@ -561,25 +189,15 @@ class HandoffQueue(RedisClientHolder):
         self.first_response_seconds = first_response_seconds
         self.audit_maxlen = audit_maxlen
         self.routing = routing
-        # Called once per successful claim, in the process that made it (after the conversation
-        # moved), and once per breach found by check_breaches: e.g. tell the customer, count.
-        self.on_assigned: HandoffHook | None = None
-        self.on_breach: HandoffHook | None = None
-        self.pause: Pause | None = None  # fault tests only: see `Pause`
         self._group_ready = False
-
-        def script(body: str) -> Any:
-            return client.register_script(_PREAMBLE + body)
-
-        self._enqueue = script(_ENQUEUE)
-        self._admit = script(_ADMIT)
-        self._claim = script(_CLAIM)
-        self._close = script(_CLOSE)
-        self._transfer_agent = script(_TRANSFER_AGENT)
-        self._transfer_skill = script(_TRANSFER_SKILL)
-        self._first_response = script(_FIRST_RESPONSE)
-        self._breaches = script(_BREACHES)
-        self._reconcile_chats = script(_RECONCILE_CHATS)
+        self._commit_turn = client.register_script(COMMIT_TURN)
+        self._admit = client.register_script(ADMIT)
+        self._claim = client.register_script(CLAIM)
+        self._finish = client.register_script(FINISH)
+        self._transfer_agent = client.register_script(TRANSFER_AGENT)
+        self._transfer_skill = client.register_script(TRANSFER_SKILL)
+        self._send = client.register_script(SEND)
+        self._breaches = client.register_script(BREACHES)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, **settings: Any) -> Self:
@@ -607,205 +225,246 @@ class HandoffQueue(RedisClientHolder):
         """Make the next `ensure_group` ask Redis again (after a NOGROUP error)."""
         self._group_ready = False
 
-    # -- writes -------------------------------------------------------------------------------
+    # -- changes of hands ---------------------------------------------------------------------
 
     def priority_of(self, created_at: float, vip: bool, severity: int) -> float:
         """The virtual arrival time: lower is served first."""
         return created_at - self.vip_priority_seconds * int(vip) - self.severity_priority_seconds * severity
 
-    async def enqueue(self, request: HandoffRequest, handoff_number: int) -> Handoff:
-        """Add a handoff and announce it on the stream; a second call with the same number changes nothing.
+    async def commit_turn(self, commit: TurnCommit) -> Committed:
+        """Write what handling one customer turn changed, in one step, or nothing.
 
-        Call it after the conversation moved ``bot -> queued``, with the conversation's
-        ``handoff_count`` from that transition as ``handoff_number``; retrying is safe.
-
-        Returns:
-            The handoff (the existing one on a retry).
+        The handled mark, the bot's turn, its dialogue context, the escalation signals and, with
+        an escalation, the state ``bot -> queued``, the new handoff and its stream entry (an
+        assigner admits it) and the handoff counts: all or none. Nothing is written when the
+        handled mark moved on meanwhile (``stale``) or when the bot may no longer speak
+        (``refused``: a person took the conversation while the bot was thinking).
         """
-        if handoff_number < 1:
-            raise ValueError("handoff_number starts at 1 (the conversation's handoff_count)")
-        await self.ensure_group()
         now = time.time()
-        handoff_id = f"{request.conversation_id}:{handoff_number}"
-        record = {
-            "id": handoff_id,
-            "conversation_id": request.conversation_id,
-            "handoff_number": str(handoff_number),
-            "customer_id": request.customer_id,
-            "channel": request.channel,
-            "language": request.language or "",
-            "skill": request.skill,
-            "reasons": json.dumps(list(request.reasons), ensure_ascii=False),
-            "severity": str(request.severity),
-            "vip": "1" if request.vip else "0",
-            "summary": request.summary,
-            "status": "new",
-            "agent_id": "",
-            "ticket": "0",
-            "priority": repr(self.priority_of(now, request.vip, request.severity)),
-            "created_at": repr(now),
-            "updated_at": repr(now),
-            "breached": "0",
-            "transfers": "0",
-        }
-        _outcome, flat = await self._enqueue(
+        record = "{}"
+        if commit.escalation is not None:
+            record = json.dumps(self._record(commit.escalation, now), ensure_ascii=False)
+        signals = commit.signals
+        reply = commit.reply
+        escalation = commit.escalation
+        counts = dict(commit.counts)
+        if escalation is not None:
+            first = commit.first_handoff
+            for name, amount in handoff_counts(
+                commit.reason, escalation.channel, escalation.language, first
+            ).items():
+                counts[name] = counts.get(name, 0) + amount
+        reply_language = reply.language if reply is not None else None
+        outcome, *rest = await self._commit_turn(
             args=[
-                *self._common(now),
-                handoff_id,
-                request.conversation_id,
-                handoff_number,
-                repr(now),
-                *(item for pair in record.items() for item in pair),
+                *self._args(now),
+                commit.conversation_id,
+                "" if commit.handled is None else str(commit.handled),
+                str(commit.seq),
+                turn_body(reply) if reply is not None else "",
+                reply_language or "",
+                json.dumps(commit.context, ensure_ascii=False) if commit.context is not None else "",
+                self.signals.key(commit.conversation_id) if signals is not None else "",
+                self.signals.dumps(signals) if signals is not None else "",
+                KEPT_SECONDS,
+                (commit.reason or "explicit_request") if escalation is not None else "",
+                self.store.transitions_arg,
+                record,
+                counts_arg(counts) if counts else "",
             ]
         )
-        return Handoff.from_hash(_as_dict(flat))
+        if outcome == "ok":
+            turn_record, handoff_id = rest
+            return Committed(
+                "ok", stored_turn(turn_record) if turn_record else None, handoff_id or None, None
+            )
+        if outcome == "refused":
+            return Committed("refused", state=State(rest[0]))
+        return Committed(outcome)
+
+    async def escalate(self, request: HandoffRequest, reason: str, *, first: bool) -> Handoff | None:
+        """Hand a conversation the bot holds to the queue, in one step; None if the bot no longer holds it."""
+        committed = await self.commit_turn(
+            TurnCommit(request.conversation_id, escalation=request, reason=reason, first_handoff=first)
+        )
+        return await self.get(committed.handoff_id) if committed.handoff_id else None
 
     async def admit(self, handoff_id: str) -> Handoff | None:
         """new -> waiting (nothing if it is past new); sets ``ticket`` when nobody online could take it.
 
+        Only the assigners call this, for each entry of the handoff stream (one owner of admission).
+
         Returns:
             The handoff, or None if unknown.
         """
-        reply = await self._admit(args=[*self._common(), handoff_id])
-        return Handoff.from_hash(_as_dict(reply[1])) if reply[0] != "missing" else None
+        reply = await self._admit(args=[*self._args(), handoff_id])
+        return Handoff.from_hash(as_dict(reply[1])) if reply[0] != "missing" else None
 
     async def claim(self, handoff_id: str, agent_id: str) -> ClaimResult:
-        """Assign a waiting handoff to an agent, atomically; then move the conversation to assigned.
+        """Assign a waiting handoff to an agent and move its conversation to assigned, in one step.
 
         The script checks that the handoff is waiting, the agent online and under
-        ``max_chats``; skills and languages are the caller's business (`match` checks them,
-        the API checks them for a manual accept). If the conversation turns out resolved
-        (or back with the bot) meanwhile, the handoff is closed and the result is
-        ``not_waiting``.
+        ``max_chats``; skills and languages are the caller's business (`handoff.routing`
+        checks them, the API checks them for a manual accept). The customer is told that the
+        agent joined in the same step. A handoff whose conversation is no longer queued is
+        closed instead (``not_waiting``).
         """
-        reply = await self._claim(args=[*self._common(), handoff_id, agent_id])
-        if reply[0] != "ok":
-            return ClaimResult(False, reply[0])
-        handoff = Handoff.from_hash(_as_dict(reply[1]))
-        if self.pause is not None:
-            await self.pause("after_claim_script")
-        state = await self._move(
-            handoff.conversation_id, State.QUEUED, State.ASSIGNED, f"assigned:{agent_id}"
+        now = time.time()
+        handoff = await self.get(handoff_id)
+        if handoff is None:
+            return ClaimResult(False, "unknown")
+        agent = await self.agents.get(agent_id)
+        name = agent.name if agent is not None else agent_id
+        channel, language = await self._where(handoff.conversation_id, handoff.language)
+        joined = draft_turn(
+            handoff.conversation_id, "system", notice("joined", language, name=name), channel, language
         )
-        if state in (State.RESOLVED, State.BOT, None):
-            # Nobody is waiting any more: free the agent at once instead of leaving a dead chat.
-            log.info("handoff %s: conversation is %s, closing instead of assigning", handoff_id, state)
-            await self.close(handoff_id, "closed")
-            return ClaimResult(False, "not_waiting", await self.get(handoff_id))
-        await self._call(self.on_assigned, handoff)
-        return ClaimResult(True, None, handoff)
+        counts: Counts = {}
+        if handoff.transfers == 0:  # a transfer's second wait is not the customer's first wait
+            counts = observation("wait", max(0.0, now - handoff.created_at))
+        reply = await self._claim(
+            args=[
+                *self._args(now),
+                handoff_id,
+                agent_id,
+                self.store.transitions_arg,
+                turn_body(joined),
+                language or "",
+                counts_arg(counts) if counts else "",
+            ]
+        )
+        if reply[0] != "ok":
+            return ClaimResult(
+                False, reply[0], await self.get(handoff_id) if reply[0] == "not_waiting" else None
+            )
+        return ClaimResult(True, None, Handoff.from_hash(as_dict(reply[1])))
 
-    async def close(self, handoff_id: str, outcome: Outcome | str) -> Handoff | None:
-        """Close the handoff (``resolved``, ``handback`` or ``closed``); frees the agent; idempotent.
+    async def transfer_to_agent(
+        self, handoff_id: str, to_agent_id: str, *, actor: str = "", notice_turn: Turn | None = None
+    ) -> ClaimResult:
+        """Move an assigned handoff to another agent (online, under capacity); ``transfers`` += 1.
 
-        Move the conversation first (``assigned -> resolved``, ``assigned -> bot``,
-        ``queued -> resolved``), then call this. A second close keeps the first outcome.
-
-        Returns:
-            The handoff, or None if unknown.
+        ``actor``: the agent asking, who must hold it ('' for a supervisor). ``notice_turn`` is
+        written to the customer in the same step.
         """
-        if outcome not in OUTCOMES:
-            raise ValueError(f"unknown outcome {outcome!r}; expected one of {', '.join(OUTCOMES)}")
-        reply = await self._close(args=[*self._common(), handoff_id, outcome])
-        return Handoff.from_hash(_as_dict(reply[1])) if reply[0] != "missing" else None
-
-    async def transfer_to_agent(self, handoff_id: str, to_agent_id: str) -> ClaimResult:
-        """Move an assigned handoff to another agent (online, under capacity); ``transfers`` += 1."""
-        reply = await self._transfer_agent(args=[*self._common(), handoff_id, to_agent_id])
+        reply = await self._transfer_agent(
+            args=[*self._args(), handoff_id, actor, to_agent_id, *_notice_args(notice_turn)]
+        )
         if reply[0] != "ok":
             return ClaimResult(False, reply[0])
-        return ClaimResult(True, None, Handoff.from_hash(_as_dict(reply[1])))
+        return ClaimResult(True, None, Handoff.from_hash(as_dict(reply[1])))
 
-    async def transfer_to_skill(self, handoff_id: str, skill: str) -> ClaimResult:
+    async def transfer_to_skill(
+        self, handoff_id: str, skill: str, *, actor: str = "", notice_turn: Turn | None = None
+    ) -> ClaimResult:
         """Put the handoff back to waiting under ``skill`` (its agent freed); ``transfers`` += 1.
 
-        It keeps its priority. An assigned one's conversation moves ``assigned -> queued``.
+        It keeps its priority. An assigned one's conversation moves ``assigned -> queued`` in
+        the same step, as does ``notice_turn``.
         """
         if not skill:
             raise ValueError("a skill must not be empty")
-        reply = await self._transfer_skill(args=[*self._common(), handoff_id, skill])
+        reply = await self._transfer_skill(
+            args=[
+                *self._args(),
+                handoff_id,
+                actor,
+                skill,
+                self.store.transitions_arg,
+                *_notice_args(notice_turn),
+            ]
+        )
         if reply[0] != "ok":
             return ClaimResult(False, reply[0])
-        before, flat = reply[1], reply[2]
-        handoff = Handoff.from_hash(_as_dict(flat))
-        if before == "assigned":
-            await self._move(handoff.conversation_id, State.ASSIGNED, State.QUEUED, f"transfer:{skill}")
-        return ClaimResult(True, None, handoff)
+        return ClaimResult(True, None, Handoff.from_hash(as_dict(reply[2])))
 
-    async def record_first_response(self, handoff_id: str) -> float | None:
-        """Note the agent's first message; seconds since the handoff, or None if noted before (or unknown)."""
-        reply = await self._first_response(args=[*self._common(), handoff_id])
-        return float(reply[1]) if reply[0] == "ok" else None
+    async def finish(
+        self,
+        handoff: Handoff,
+        *,
+        actor: str,
+        expected: State,
+        target: State,
+        outcome: Outcome,
+        notice_turn: Turn | None = None,
+        forget_signals: bool = False,
+        counts: Counts | None = None,
+    ) -> Conversation:
+        """End a handoff: the conversation ``expected -> target`` and the handoff closed, in one step.
+
+        Resolving is ``assigned -> resolved``, handing back ``assigned -> bot`` (with
+        ``forget_signals``, so the escalation signals start again from zero), closing a
+        waiting chat ``queued -> resolved``. ``actor`` must hold an assigned chat ('' for a
+        supervisor). ``notice_turn`` and ``counts`` are written in the same step.
+
+        Raises:
+            HandoffRefused: the handoff or its conversation is not as expected (taken, closed,
+                another agent's).
+        """
+        reply = await self._finish(
+            args=[
+                *self._args(),
+                handoff.id,
+                actor,
+                expected.value,
+                target.value,
+                outcome,
+                self.store.transitions_arg,
+                *_notice_args(notice_turn),
+                self.signals.key(handoff.conversation_id) if forget_signals else "",
+                counts_arg(counts) if counts else "",
+            ]
+        )
+        if reply[0] != "ok":
+            raise HandoffRefused(reply[0], reply[1])
+        return Conversation.from_dict(as_dict(reply[1]))
+
+    async def send(
+        self, handoff: Handoff, *, actor: str, turn: Turn, client_message_id: str | None = None
+    ) -> tuple[Turn, float | None]:
+        """Store an agent's message on an assigned chat; the first one stops the first-response clock.
+
+        Both in one step, with the first-response count. ``actor`` must hold the chat ('' for
+        a supervisor). A retry with the same ``client_message_id`` stores nothing and returns
+        the first one's turn.
+
+        Returns:
+            The stored turn, and the seconds since the handoff if this was the first response.
+
+        Raises:
+            HandoffRefused: the chat is not assigned (any more), or it is another agent's.
+        """
+        now = time.time()
+        counts = observation("first_response", max(0.0, now - handoff.created_at))
+        reply = await self._send(
+            args=[
+                *self._args(now),
+                handoff.id,
+                actor,
+                turn_body(turn),
+                turn.language or "",
+                counts_arg(counts),
+                client_message_id or "",
+            ]
+        )
+        if reply[0] != "ok":
+            raise HandoffRefused(reply[0], reply[1] if len(reply) > 1 else "")
+        return stored_turn(reply[1]), float(reply[2]) if reply[2] else None
 
     async def check_breaches(self, now: float | None = None, limit: int = 100) -> list[Handoff]:
         """Mark handoffs unanswered for longer than ``first_response_seconds`` as breached.
 
-        Each handoff is returned (and its ``breach`` event published) once only, whoever calls.
-        ``now`` (epoch seconds) defaults to the clock.
+        Each handoff is returned, counted and its ``breach`` event published once only,
+        whoever calls. ``now`` (epoch seconds) defaults to the clock.
         """
         cutoff = (time.time() if now is None else now) - self.first_response_seconds
-        flats = await self._breaches(args=[*self._common(), repr(cutoff), limit])
-        breached = [Handoff.from_hash(_as_dict(flat)) for flat in flats]
-        for handoff in breached:
-            await self._call(self.on_breach, handoff)
-        return breached
+        flats = await self._breaches(args=[*self._args(), repr(cutoff), limit])
+        return [Handoff.from_hash(as_dict(flat)) for flat in flats]
 
-    async def publish(self, event: dict[str, Any]) -> None:
-        """Publish another event (a note, say) on the handoff events channel; ``at`` is added if missing."""
-        payload = {"at": time.time(), **event}
+    async def publish(self, event: Understood | Note) -> None:
+        """Publish an event of the API's (a message understood, a note) on the handoff events channel."""
+        payload = {"at": time.time(), **event.payload}
         await self.client.publish(self.keys.events, json.dumps(payload, ensure_ascii=False))
-
-    # -- routing -----------------------------------------------------------------------------
-
-    async def match(self, limit: int = 200) -> list[Handoff]:
-        """Assign waiting handoffs, best priority first, to online agents who can take them.
-
-        An agent qualifies with the handoff's skill and language and a free slot; of those the
-        least loaded wins, ties to the one whose last assignment is oldest. Every assignment
-        goes through `claim`, so concurrent matchers never double-assign nor overfill.
-        ``limit`` bounds how many waiting handoffs one call looks at.
-
-        Returns:
-            The handoffs this call assigned (none under ``broadcast`` routing).
-        """
-        if self.routing == "broadcast":
-            return []
-        agents = [agent for agent in await self.agents.online() if agent.max_chats > 0]
-        if not agents:
-            return []
-        ids = [agent.id for agent in agents]
-        loads = await self.agents.loads(ids)
-        scores = await self.client.zmscore(self.keys.last_assigned, ids)
-        last = {agent_id: score or 0.0 for agent_id, score in zip(ids, scores, strict=True)}
-        free = {agent.id: agent.max_chats - loads[agent.id] for agent in agents}
-        assigned: list[Handoff] = []
-        for handoff in await self.waiting(limit=limit):
-            if not any(slots > 0 for slots in free.values()):
-                break
-            for _ in range(len(agents)):  # at most one try per agent
-                candidates = [
-                    agent
-                    for agent in agents
-                    if free[agent.id] > 0 and agent.can_serve(handoff.skill, handoff.language)
-                ]
-                if not candidates:
-                    break
-                best = min(candidates, key=lambda agent: (loads[agent.id], last[agent.id], agent.id))
-                if self.pause is not None:
-                    await self.pause("before_claim")
-                result = await self.claim(handoff.id, best.id)
-                if result.ok and result.handoff is not None:
-                    assigned.append(result.handoff)
-                    loads[best.id] += 1
-                    free[best.id] -= 1
-                    last[best.id] = result.handoff.assigned_at or time.time()
-                    break
-                if result.reason in ("at_capacity", "agent_offline", "unknown_agent"):
-                    # Someone else filled this agent, or they left: offer the handoff to the next one.
-                    free[best.id] = 0
-                    continue
-                break  # not_waiting / unknown: another worker took it, or it was closed
-        return assigned
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -829,114 +488,22 @@ class HandoffQueue(RedisClientHolder):
                 pipe.zrange(key, 0, limit - 1)
             replies = await pipe.execute()
         ids = {handoff_id for reply in replies for handoff_id in reply}
-        handoffs = [h for h in await self._many(ids) if h.status == "waiting"]
-        return sorted(handoffs, key=_sort_key)[:limit]
+        handoffs = [h for h in await self.many(ids) if h.status == "waiting"]
+        return sorted(handoffs, key=priority_order)[:limit]
 
     async def assigned_to(self, agent_id: str) -> list[Handoff]:
         """The handoffs the agent holds now, oldest assignment first."""
-        handoffs = await self._many(await self.client.smembers(self.keys.chats(agent_id)))
+        handoffs = await self.many(await self.client.smembers(self.keys.chats(agent_id)))
         mine = [h for h in handoffs if h.status == "assigned" and h.agent_id == agent_id]
         return sorted(mine, key=lambda h: (h.assigned_at or 0.0, h.id))
 
     async def tickets(self) -> list[Handoff]:
         """Left messages: waiting handoffs admitted while nobody who could take them was online, oldest first."""
-        handoffs = await self._many(await self.client.zrange(self.keys.tickets, 0, -1))
+        handoffs = await self.many(await self.client.zrange(self.keys.tickets, 0, -1))
         return [h for h in handoffs if h.status == "waiting"]
 
-    async def standing(self, handoff_id: str) -> QueueStanding:
-        """Where a waiting handoff stands among those of its skill, and about how long it will wait.
-
-        The estimate is 0 while an agent who could take it has a free slot for it; otherwise
-        the chats ahead of it beyond the free slots, times ``average_handle_seconds``, shared
-        by the slots of the online agents with the skill and language.
-        """
-        handoff = await self.get(handoff_id)
-        nothing = QueueStanding(None, None, None, None)
-        if handoff is None or handoff.status != "waiting":
-            return nothing
-        key = self.keys.waiting(handoff.skill)
-        score = await self.client.zscore(key, handoff_id)
-        if score is None:  # claimed or closed since the read above
-            return nothing
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.zcount(key, "-inf", f"({score!r}")
-            pipe.zrangebyscore(key, score, score)
-            pipe.zcard(key)
-            ahead, tied, waiting = await pipe.execute()
-        # Equal scores: the older one goes first, as in `match`.
-        ahead += sum(1 for h in await self._many(tied) if _sort_key(h) < _sort_key(handoff))
-        position = ahead + 1
-        servers = [a for a in await self.agents.online() if a.can_serve(handoff.skill, handoff.language)]
-        loads = await self.agents.loads([a.id for a in servers])
-        capacity = sum(a.max_chats for a in servers)
-        free = sum(max(0, a.max_chats - loads[a.id]) for a in servers)
-        if capacity == 0:
-            estimate = None
-        elif free >= position:
-            estimate = 0
-        else:
-            estimate = math.ceil((position - free) * self.average_handle_seconds / capacity)
-        return QueueStanding(position, int(waiting), len(servers), estimate)
-
-    # -- repair ------------------------------------------------------------------------------
-
-    async def reconcile(self, min_age_seconds: float = 0.0) -> int:
-        """Finish work a crash left half done; safe any time, idempotent. Returns how many repairs.
-
-        - an agent's chat set holding a handoff no longer assigned to them: removed;
-        - an assigned handoff whose conversation is still queued: the conversation moves to assigned;
-        - a waiting handoff whose conversation is still assigned (a transfer to a skill cut
-          short): the conversation moves to queued;
-        - an open handoff whose conversation is resolved, back with the bot, gone, or escalated
-          again since: closed (``resolved``, ``handback`` or ``closed``).
-
-        Handoffs (or conversations) changed less than ``min_age_seconds`` ago are left alone,
-        so a periodic run does not race work still in flight.
-        """
-        repairs = int(await self._reconcile_chats(args=self._common()))
-        cutoff = time.time() - min_age_seconds
-        ids = await self.client.zrange(self.keys.open, 0, -1)
-        for start in range(0, len(ids), 200):
-            for handoff_id in ids[start : start + 200]:
-                repairs += await self._reconcile_one(handoff_id, cutoff)
-        return repairs
-
-    async def _reconcile_one(self, handoff_id: str, cutoff: float) -> int:
-        before = await self.get(handoff_id)
-        if before is None or not before.is_open:
-            await self.client.zrem(self.keys.open, handoff_id)
-            return 0
-        if before.updated_at > cutoff:
-            return 0
-        # The conversation first, then the handoff afresh: each handoff change happens before
-        # its conversation's, so this order sees the handoff at least as new as the conversation.
-        conversation = await self.store.get_conversation(before.conversation_id)
-        handoff = await self.get(handoff_id)
-        if handoff is None or not handoff.is_open:
-            return 0
-        if conversation is not None and conversation.updated_at.timestamp() > cutoff:
-            return 0  # the conversation just changed: its caller may be about to update the handoff
-        if conversation is None or conversation.handoff_count > handoff.handoff_number:
-            await self.close(handoff_id, "closed")
-            return 1
-        if conversation.state in (State.RESOLVED, State.BOT):
-            await self.close(handoff_id, "resolved" if conversation.state == State.RESOLVED else "handback")
-            return 1
-        if handoff.status == "assigned" and conversation.state == State.QUEUED:
-            await self._move(conversation.id, State.QUEUED, State.ASSIGNED, f"assigned:{handoff.agent_id}")
-            return 1
-        if handoff.status in ("new", "waiting") and conversation.state == State.ASSIGNED:
-            await self._move(conversation.id, State.ASSIGNED, State.QUEUED, f"transfer:{handoff.skill}")
-            return 1
-        return 0
-
-    # -- internals ---------------------------------------------------------------------------
-
-    def _common(self, now: float | None = None) -> list[str | int]:
-        """ARGV[1..3] of every script: prefix, time, audit cap."""
-        return [self.keys.prefix, repr(time.time() if now is None else now), self.audit_maxlen]
-
-    async def _many(self, ids: set[str] | list[str]) -> list[Handoff]:
+    async def many(self, ids: set[str] | list[str]) -> list[Handoff]:
+        """The handoffs of ``ids`` that exist, sorted by id."""
         ordered = sorted(ids)
         async with self.client.pipeline(transaction=False) as pipe:
             for handoff_id in ordered:
@@ -944,38 +511,53 @@ class HandoffQueue(RedisClientHolder):
             hashes = await pipe.execute()
         return [Handoff.from_hash(data) for data in hashes if data]
 
-    async def _call(self, hook: HandoffHook | None, handoff: Handoff) -> None:
-        """Run a callback; its failure is logged, never undoes the queue's change."""
-        if hook is None:
-            return
-        try:
-            await hook(handoff)
-        except Exception:
-            log.exception("handoff %s: callback %r failed", handoff.id, hook)
+    # -- internals ---------------------------------------------------------------------------
 
-    async def _move(self, conversation_id: str, expected: State, target: State, reason: str) -> State | None:
-        """Move the conversation ``expected -> target``; the state it is in afterwards (None if gone).
+    def _args(self, now: float | None = None) -> list[str | int]:
+        """ARGV[1..7] of every handoff script (`handoff.scripts`), on one clock."""
+        moment = time.time() if now is None else now
+        total, today = self.metrics.hashes(moment)
+        iso = format_time(datetime.fromtimestamp(moment, UTC))
+        return [*self.store.common_args(iso), repr(moment), self.audit_maxlen, total, today]
 
-        Someone may have done it already (a reconcile, another worker): that is not an error.
-        """
-        try:
-            conversation = await self.store.transition(
-                conversation_id, target, expected_from=expected, reason=reason
-            )
-        except InvalidTransition as exc:
-            return exc.from_state
-        except ConversationNotFound:
-            log.warning("handoff of conversation %s: the conversation is gone", conversation_id)
-            return None
-        return conversation.state
+    def _record(self, request: HandoffRequest, now: float) -> dict[str, str]:
+        """A new handoff's fields as text (the script adds its id and number)."""
+        return {
+            "customer_id": request.customer_id,
+            "channel": request.channel,
+            "language": request.language or "",
+            "skill": request.skill,
+            "reasons": json.dumps(list(request.reasons), ensure_ascii=False),
+            "severity": str(request.severity),
+            "vip": "1" if request.vip else "0",
+            "summary": request.summary,
+            "status": "new",
+            "agent_id": "",
+            "ticket": "0",
+            "priority": repr(self.priority_of(now, request.vip, request.severity)),
+            "created_at": repr(now),
+            "updated_at": repr(now),
+            "breached": "0",
+            "transfers": "0",
+        }
+
+    async def _where(self, conversation_id: str, language: str | None) -> tuple[str, str | None]:
+        """The channel and language of a notice to the conversation's customer."""
+        channel, stored = await self.store.defaults(conversation_id)
+        return channel, language or stored
+
+
+def _notice_args(turn: Turn | None) -> tuple[str, str]:
+    """A notice as the scripts take it: its body and language ('' for no notice)."""
+    if turn is None:
+        return "", ""
+    return turn_body(turn), turn.language or ""
 
 
 __all__ = [
     "HANDOFF_EVENTS",
-    "OUTCOMES",
-    "ClaimResult",
-    "Handoff",
+    "Committed",
     "HandoffQueue",
-    "HandoffRequest",
-    "QueueStanding",
+    "HandoffRefused",
+    "TurnCommit",
 ]

@@ -1,8 +1,9 @@
 """Where the escalation policy keeps a conversation's `SignalState` between turns.
 
 ``P handoff:signals:{conversation_id}``: a string of JSON, kept 7 days after its last turn.
-Deleted when an agent hands the conversation back to the bot, so that the counts start
-again (the turns that led to the first handoff do not trigger a second one at once).
+Written with the bot's turn, in the same step (`handoff.queue.HandoffQueue.commit_turn`);
+deleted with a handback (`HandoffQueue.finish`), so that the counts start again (the turns
+that led to the first handoff do not trigger a second one at once).
 """
 
 from __future__ import annotations
@@ -33,11 +34,7 @@ class SignalStore:
         text = await self.client.get(self.key(conversation_id))
         return SignalState.from_dict(json.loads(text) if text else None)
 
-    async def save(self, conversation_id: str, state: SignalState) -> None:
-        """Store the state."""
-        text = json.dumps(state.to_dict(), ensure_ascii=False, separators=(",", ":"))
-        await self.client.set(self.key(conversation_id), text, ex=KEPT_SECONDS)
-
-    async def reset(self, conversation_id: str) -> None:
-        """Forget the state (after a handback)."""
-        await self.client.delete(self.key(conversation_id))
+    @staticmethod
+    def dumps(state: SignalState) -> str:
+        """The state as it is kept (the turn's commit script writes it, `handoff.queue`)."""
+        return json.dumps(state.to_dict(), ensure_ascii=False, separators=(",", ":"))

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from knowledge_index.errors import Problem
+from knowledge_index.errors import KnowledgeBaseError, Problem
 from knowledge_index.yaml_source import LineDict, load_yaml
 
 
@@ -80,3 +80,16 @@ def parse_handoff(path: Path, problems: list[Problem], intents: set[str] | None)
                         Problem(path, doc.key_lines[key], f"{key} names unknown intent {intent!r}")
                     )
     return config.model_dump() if config else {}
+
+
+def load_handoff_config(root: Path) -> HandoffConfig:
+    """The escalation settings of the knowledge base in folder ``root`` (defaults without a ``handoff.yml``).
+
+    Raises:
+        KnowledgeBaseError: the file is refused (with its line and reason).
+    """
+    problems: list[Problem] = []
+    data = parse_handoff(root / "handoff.yml", problems, None)
+    if problems:
+        raise KnowledgeBaseError(problems)
+    return HandoffConfig.model_validate(data)

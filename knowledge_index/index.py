@@ -7,7 +7,6 @@ swaps the index it answers from with :class:`ServedIndex`.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -173,27 +172,3 @@ class VectorIndex:
                 f"index {folder} is inconsistent: {index.ntotal} vectors, {len(entries)} entries"
             )
         return cls(manifest, entries, index)
-
-
-class ServedIndex:
-    """The index a running process answers from; ``swap`` replaces it for every later reader at once."""
-
-    def __init__(self, index: VectorIndex) -> None:
-        self._index = index
-        self._lock = threading.Lock()
-
-    @property
-    def index(self) -> VectorIndex:
-        """The index in service (readers keep the object they got, so a swap never cuts a search short)."""
-        return self._index
-
-    def swap(self, new: VectorIndex) -> VectorIndex:
-        """Put ``new`` in service after checking it speaks the same encoder; return the old one."""
-        with self._lock:
-            old = self._index
-            if (new.manifest.encoder_id, new.manifest.dim) != (old.manifest.encoder_id, old.manifest.dim):
-                raise IndexMismatchError(
-                    f"new index uses {new.manifest.encoder_id}, the served one {old.manifest.encoder_id}"
-                )
-            self._index = new
-            return old

@@ -23,11 +23,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.auth import TokenError, verify_token
-from api.channels.base import Delivery, InboundMessage, public_turn
+from api.channels.base import InboundMessage, public_turn
 from api.channels.follower import ConversationFollower, Item, StateChange
 from api.errors import ApiError, forbidden, not_found, unauthorized
 from api.service import Service
-from conversations.model import Conversation, Customer, Turn
+from conversations.model import Conversation, Customer
 
 router = APIRouter(prefix="/api/v1/app", tags=["app"])
 
@@ -256,10 +256,6 @@ class AppChannel:
         """A `SendRequest` body as an `InboundMessage`."""
         body = payload if isinstance(payload, SendRequest) else SendRequest.model_validate(payload)
         return InboundMessage("app", external_id, body.text, body.client_message_id)
-
-    async def deliver(self, external_id: str, turn: Turn) -> Delivery:
-        """Stored already: the app's stream or next fetch picks it up."""
-        return Delivery.STORED
 
     async def reachable(self, conversation_id: str) -> bool:
         """Always: the customer's client fetches what it missed when it comes back."""

@@ -1,4 +1,4 @@
-"""The seam every channel implements: turn what arrives into an `InboundMessage`, deliver what goes out.
+"""The seam every channel implements: turn what arrives into an `InboundMessage`.
 
 The turn pipeline (`api.pipeline`) knows only these types, so a new channel (WeChat) is one
 more adapter, not a change to the pipeline.
@@ -7,7 +7,6 @@ more adapter, not a change to the pipeline.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol
 
 from conversations.model import Turn
@@ -30,15 +29,6 @@ class InboundMessage:
     client_message_id: str | None = None
 
 
-class Delivery(StrEnum):
-    """What became of an outbound message."""
-
-    LIVE = "live"  # handed to a connection the customer has open now
-    STORED = "stored"  # kept; the customer's client fetches it when it next connects
-    SENT = "sent"  # pushed through the channel's own API (WeChat)
-    FAILED = "failed"  # the channel refused it (e.g. outside WeChat's 48-hour window)
-
-
 def public_turn(turn: Turn) -> dict[str, Any]:
     """A turn as customers' clients see it: no NLU result, no timings (those are for agents)."""
     return {
@@ -56,7 +46,11 @@ def public_turn(turn: Turn) -> dict[str, Any]:
 
 
 class ChannelAdapter(Protocol):
-    """A channel: it normalises its own inbound format and delivers turns back to the customer."""
+    """A channel: it normalises its own inbound format, and says whether its customer can be reached.
+
+    What goes back to the customer is stored first; the web and app clients receive it from the
+    store's events (`api.channels.follower`), and WeChat's outbox pushes it through WeChat's API.
+    """
 
     name: str  # the channel name stored on identities and turns
 
@@ -66,9 +60,6 @@ class ChannelAdapter(Protocol):
         Raises:
             api.errors.ApiError: the payload is not a message this channel accepts.
         """
-
-    async def deliver(self, external_id: str, turn: Turn) -> Delivery:
-        """Send ``turn`` (a bot, agent or system turn) to the customer ``external_id``."""
 
     async def reachable(self, conversation_id: str) -> bool:
         """False when a message written now could not reach the conversation's customer (WeChat's

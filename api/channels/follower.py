@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from api.events import Event, EventHub
+from api.events import EventHub
 from conversations.model import Turn
 from conversations.store import ConversationStore
+from handoff.events import ConversationCreated, Event, StateChanged, TurnStored
 
 log = logging.getLogger(__name__)
 
@@ -103,18 +103,16 @@ class ConversationFollower:
     async def _route_events(self) -> None:
         while True:
             event = await self._queue.get()
-            kind = event.get("type")
-            conversation_id = event.get("conversation_id")
-            if kind == "created" and conversation_id:
-                await self.follow(conversation_id)
-            elif conversation_id != self.conversation_id:
+            if isinstance(event, ConversationCreated):
+                await self.follow(event.conversation_id)
+            elif getattr(event, "conversation_id", None) != self.conversation_id:
                 continue
-            elif kind == "turn":
-                await self.offer(Turn.from_dict(json.loads(event["turn"])))
-            elif kind == "transition":
+            elif isinstance(event, TurnStored):
+                await self.offer(event.turn)
+            elif isinstance(event, StateChanged):
                 async with self._lock:
                     await self._catch_up()  # turns stored before the change go out before it
-                    await self.sink(StateChange(conversation_id, event["to"]))
+                    await self.sink(StateChange(event.conversation_id, event.to_state.value))
 
     async def _catch_up(self) -> None:
         assert self.conversation_id is not None

@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from api.auth import TokenError, make_token, verify_token
-from api.channels.base import Delivery, InboundMessage, public_turn
+from api.channels.base import InboundMessage, public_turn
 from api.channels.follower import ConversationFollower, Item, StateChange
 from api.errors import ApiError
 from api.pipeline import Accepted
@@ -123,15 +123,9 @@ class WebSession:
         if latest is not None:
             await self.follower.follow(latest.id, after if latest.id == known_conversation else 0)
         self.follower.start()
-        self.service.web_sessions[customer.id] += 1
-        try:
-            while True:
-                text = await self.websocket.receive_text()
-                await self.on_frame(text)
-        finally:
-            self.service.web_sessions[customer.id] -= 1
-            if self.service.web_sessions[customer.id] <= 0:
-                del self.service.web_sessions[customer.id]
+        while True:
+            text = await self.websocket.receive_text()
+            await self.on_frame(text)
 
     async def on_frame(self, text: str) -> None:
         """Handle one frame from the page; a bad one gets an error frame, never a dropped connection."""
@@ -179,6 +173,8 @@ class WebSession:
         """
         assert self.follower is not None
         accepted = await self.service.pipeline.accept(message)
+        # Handling starts before anything is said to the page, which may be gone already.
+        handling = self.service.pipeline.reply_soon(accepted) if accepted.pending else None
         await self.send(
             {
                 "type": "ack",
@@ -191,15 +187,16 @@ class WebSession:
         if accepted.conversation.id != self.follower.conversation_id:
             await self.follower.follow(accepted.conversation.id)  # a new conversation began
         await self.follower.offer(accepted.turn)
-        if not accepted.duplicate:  # the bot's answer, a rating's thanks, or NLU for the agent
-            task = asyncio.create_task(self._answer(accepted))
+        if handling is not None:  # the bot's answer, a rating's thanks, or NLU for the agent
+            task = asyncio.create_task(self._answer(accepted, handling))
             self._answers.add(task)
             task.add_done_callback(self._answers.discard)
 
-    async def _answer(self, accepted: Accepted) -> None:
-        """The bot's turn for one message, with the typing indicator on while any answer is pending.
+    async def _answer(self, accepted: Accepted, handling: asyncio.Task[list[Turn]]) -> None:
+        """Show the bot's turns for one message, with the typing indicator on while any answer is pending.
 
-        It finishes even if the page has gone: the reply is stored, and the page gets it on reconnect.
+        The handling itself goes on if the page has gone: the reply is stored, and the page gets
+        it on reconnect.
         """
         assert self.follower is not None
         typing = accepted.bot_answers  # only the bot types; an agent's replies come when they come
@@ -207,7 +204,7 @@ class WebSession:
         try:
             if typing and self._thinking == 1:
                 await self.send({"type": "typing", "on": True})
-            for turn in await self.service.pipeline.reply(accepted):
+            for turn in await asyncio.shield(handling):
                 await self.follower.offer(turn)
         except Exception:  # a closed socket, Redis gone: the customer's message is stored either way
             log.warning("no answer delivered for turn %s", accepted.turn.id, exc_info=True)
@@ -256,11 +253,6 @@ class WebChannel:
             raise ApiError(400, "bad_frame", 'a frame is a JSON object with a "type"')
         text = self.service.pipeline.check_text(payload.get("text"))
         return InboundMessage("web", external_id, text, _client_message_id(payload.get("client_message_id")))
-
-    async def deliver(self, external_id: str, turn: Turn) -> Delivery:
-        """Turns are stored already; an open page receives them from the store's events at once."""
-        customer = await self.service.store.resolve_customer("web", external_id)
-        return Delivery.LIVE if customer.id in self.service.web_sessions else Delivery.STORED
 
     async def reachable(self, conversation_id: str) -> bool:
         """Always: the customer's client fetches what it missed when it comes back."""

@@ -38,8 +38,8 @@ from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from api.channels import wechat_texts
-from api.channels.base import Delivery, InboundMessage
-from api.channels.wechat_api import WeChatApi, WeChatApiError, WeChatUnavailable
+from api.channels.base import InboundMessage
+from api.channels.wechat_api import WeChatApi
 from api.channels.wechat_crypto import MessageCipher, SafeMode, WeChatCryptoError, signature_matches
 from api.channels.wechat_outbox import NOTE_AUTHOR, WeChatOutbox
 from api.channels.wechat_state import WeChatState
@@ -49,7 +49,7 @@ from api.pipeline import Accepted
 from api.service import Service
 from api.settings import Settings
 from bot.nlu.language import detect_language
-from conversations.model import Turn
+from handoff.events import Note
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["wechat"])
@@ -146,16 +146,6 @@ class WeChatChannel:
             raise ApiError(400, "not_text", f"a WeChat {fields.get('MsgType')} message has no text")
         return InboundMessage("wechat", external_id, text, fields.get("MsgId") or None)
 
-    async def deliver(self, external_id: str, turn: Turn) -> Delivery:
-        """Send ``turn`` through the customer-service API now (the outbox does this for live turns)."""
-        if not await self.state.reachable(external_id):
-            return Delivery.FAILED
-        try:
-            await self.api.send_text(external_id, wechat_texts.render(turn))
-        except (WeChatApiError, WeChatUnavailable):
-            return Delivery.FAILED
-        return Delivery.SENT
-
     async def reachable(self, conversation_id: str) -> bool:
         """False when the conversation's follower is outside WeChat's 48-hour window."""
         openid = await self.state.openid_of(conversation_id)
@@ -171,7 +161,7 @@ class WeChatChannel:
 
     async def _note(self, conversation_id: str, text: str) -> None:
         note = await self.service.desk.records.add_note(conversation_id, NOTE_AUTHOR, text)
-        await self.service.queue.publish({"type": "note", "conversation_id": conversation_id, "note": note})
+        await self.service.queue.publish(Note(conversation_id, note))
 
     # -- one callback ----------------------------------------------------------------------------
 
@@ -227,7 +217,7 @@ class WeChatChannel:
         await self.state.touch(openid, accepted.conversation.id)
         if accepted.conversation.channel != "wechat":
             self.outbox.crossed.add(accepted.conversation.id)
-        if accepted.duplicate:
+        if not accepted.pending:  # a retry of a message handled already
             return None
         return await self._reply_in_time(openid, accepted, call)
 
@@ -236,8 +226,7 @@ class WeChatChannel:
         conversation_id, seq = accepted.conversation.id, accepted.turn.seq
         await self.state.open_passive(conversation_id, seq, self.config.reply_seconds + 1)
         window = self.outbox.passive.setdefault(conversation_id, asyncio.Event())
-        replying = asyncio.create_task(self.service.pipeline.reply(accepted))
-        replying.add_done_callback(_log_failure)
+        replying = self.service.pipeline.reply_soon(accepted)
         passive = None
         try:
             done, _ = await asyncio.wait({replying}, timeout=max(0.0, call.deadline - time.monotonic()))
@@ -287,11 +276,6 @@ def readable_text(fields: dict[str, str]) -> str | None:
     if kind == "voice":
         return (fields.get("Recognition") or "").strip() or None
     return None
-
-
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("wechat: the reply failed", exc_info=task.exception())
 
 
 # -- the callback URL ----------------------------------------------------------------------------

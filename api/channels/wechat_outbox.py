@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from api.channels import wechat_texts
 from api.channels.wechat_api import WeChatApi, WeChatApiError, WeChatUnavailable
 from api.channels.wechat_state import WeChatState
 from conversations.model import Turn
+from handoff.events import Event, TurnStored
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class WeChatOutbox:
         # Callbacks in this process that may still reply passively, by conversation: the outbox
         # waits on these rather than asking Redis over and over.
         self.passive: dict[str, asyncio.Event] = {}
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
         self._lines: dict[str, asyncio.Queue[Turn]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -94,16 +93,13 @@ class WeChatOutbox:
     async def _run(self) -> None:
         while True:
             event = await self.events.get()
-            if event.get("type") != "turn":
-                continue
-            raw = event.get("turn")
-            if not isinstance(raw, str):
+            if not isinstance(event, TurnStored):
                 continue
             # Every conversation's turns come by: skip other channels' without parsing them.
-            if '"channel":"wechat"' not in raw and event.get("conversation_id") not in self.crossed:
+            if '"channel":"wechat"' not in event.record and event.conversation_id not in self.crossed:
                 continue
             try:
-                turn = Turn.from_dict(json.loads(raw))
+                turn = event.turn
             except (KeyError, TypeError, ValueError):
                 log.warning("wechat outbox: ignored a malformed turn event")
                 continue

@@ -273,7 +273,7 @@ def test_customer_turns_are_stored_with_gapless_seq_and_everything_they_carry(re
     async def body(store: ConversationStore) -> None:
         conversation = await new_conversation(store)
         nlu = {"intent": {"name": "order_status", "confidence": 0.97}, "entities": [], "slots": {}}
-        first, stored = await store.append_customer_turn(
+        first, stored, *_ = await store.append_customer_turn(
             conversation.id, "我的快递到哪了", "wechat", "zh", "wx-1", nlu=nlu, timings={"nlu_ms": 7.5}
         )
         assert stored
@@ -284,8 +284,10 @@ def test_customer_turns_are_stored_with_gapless_seq_and_everything_they_carry(re
             "wx-1",
             {"nlu_ms": 7.5},
         )
-        second, _ = await store.append_customer_turn(conversation.id, "LM2024051234", "wechat", "zh", "wx-2")
-        third, _ = await store.append_customer_turn(conversation.id, "no id", "web", "en", None)
+        second, _, *_ = await store.append_customer_turn(
+            conversation.id, "LM2024051234", "wechat", "zh", "wx-2"
+        )
+        third, _, *_ = await store.append_customer_turn(conversation.id, "no id", "web", "en", None)
         assert [first.seq, second.seq, third.seq] == [1, 2, 3]
         assert await store.turns(conversation.id) == [first, second, third]
         updated = await store.get_conversation(conversation.id)
@@ -299,9 +301,9 @@ def test_customer_turns_are_stored_with_gapless_seq_and_everything_they_carry(re
 def test_a_repeated_client_message_id_returns_the_original_and_stores_nothing(redis_url):
     async def body(store: ConversationStore) -> None:
         conversation = await new_conversation(store)
-        original, stored = await store.append_customer_turn(conversation.id, "hello", "web", "en", "m-1")
+        original, stored, *_ = await store.append_customer_turn(conversation.id, "hello", "web", "en", "m-1")
         events_before = await store.events(conversation.id)
-        retry, stored_again = await store.append_customer_turn(
+        retry, stored_again, *_ = await store.append_customer_turn(
             conversation.id, "hello (retried)", "web", "en", "m-1"
         )
         assert stored and not stored_again
@@ -310,7 +312,9 @@ def test_a_repeated_client_message_id_returns_the_original_and_stores_nothing(re
         assert await store.events(conversation.id) == events_before
         # the same message id in another conversation is another message
         other = await new_conversation(store, "visitor-2")
-        elsewhere, stored_elsewhere = await store.append_customer_turn(other.id, "hello", "web", "en", "m-1")
+        elsewhere, stored_elsewhere, *_ = await store.append_customer_turn(
+            other.id, "hello", "web", "en", "m-1"
+        )
         assert stored_elsewhere and elsewhere.seq == 1
 
     run(redis_url, body)
@@ -491,7 +495,7 @@ def test_bot_turns_keep_their_buttons_and_the_message_they_answer(redis_url):
     async def body(store: ConversationStore) -> None:
         conversation = await new_conversation(store)
         buttons = [{"title": "退款多久到账", "payload": "/faq/refund_time"}]
-        asked, _ = await store.append_customer_turn(conversation.id, "退款", "web", "zh", "m1")
+        asked, _, *_ = await store.append_customer_turn(conversation.id, "退款", "web", "zh", "m1")
         turn = await store.append_bot_turn(conversation.id, "您是想问？", buttons=buttons, reply_to=asked.seq)
         assert (turn.buttons, turn.reply_to) == (buttons, 1)
         stored = (await store.turns(conversation.id))[1]
@@ -504,7 +508,7 @@ def test_bot_turns_keep_their_buttons_and_the_message_they_answer(redis_url):
 def test_annotating_a_turn_adds_nlu_and_timings_and_keeps_the_rest(redis_url):
     async def body(store: ConversationStore) -> None:
         conversation = await new_conversation(store)
-        turn, _ = await store.append_customer_turn(
+        turn, _, *_ = await store.append_customer_turn(
             conversation.id, "hi", "web", "en", "m1", timings={"a": 1.0}
         )
         annotated = await store.annotate_turn(

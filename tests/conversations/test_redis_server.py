@@ -154,7 +154,7 @@ def test_data_survives_a_restart_on_the_same_data_dir(tmp_path):
             assert conversation.state == "queued" and conversation.handoff_count == 1
             assert [t.text for t in await store.turns(conversation_id)] == ["我的快递到哪了"]
             # the dedupe memory survived too
-            _turn, stored = await store.append_customer_turn(conversation_id, "x", "wechat", "zh", "m-1")
+            _turn, stored, *_ = await store.append_customer_turn(conversation_id, "x", "wechat", "zh", "m-1")
             assert not stored
 
     with RedisServer(data_dir) as first:

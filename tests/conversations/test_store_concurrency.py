@@ -122,8 +122,8 @@ def test_concurrent_duplicate_submissions_store_one_turn(redis_url):
                 for _ in range(N)
             )
         )
-        assert sum(stored for _turn, stored in results) == 1
-        assert len({turn.id for turn, _stored in results}) == 1
+        assert sum(stored for _turn, stored, *_ in results) == 1
+        assert len({turn.id for turn, _stored, *_ in results}) == 1
         assert [t.seq for t in await store.turns(conversation.id)] == [1]
 
     run(redis_url, body)
@@ -146,7 +146,7 @@ def test_duplicate_submissions_from_two_replicas_store_one_turn(redis_url):
         )
 
     results = in_two_replicas(redis_url, submit)
-    assert sum(stored for _turn, stored in results) == 5  # 5 messages, each sent 4 times
+    assert sum(stored for _turn, stored, *_ in results) == 5  # 5 messages, each sent 4 times
 
     async def check(store: ConversationStore) -> None:
         turns = await store.turns(conversation_id)
@@ -163,7 +163,7 @@ def test_concurrent_distinct_messages_get_gapless_increasing_seqs(redis_url):
         results = await asyncio.gather(
             *(store.append_customer_turn(conversation.id, f"m{n}", "web", "en", f"id-{n}") for n in range(30))
         )
-        assert sorted(turn.seq for turn, _ in results) == list(range(1, 31))
+        assert sorted(turn.seq for turn, *_ in results) == list(range(1, 31))
         stored = await store.turns(conversation.id)
         assert [t.seq for t in stored] == list(range(1, 31))
         assert {t.text for t in stored} == {f"m{n}" for n in range(30)}

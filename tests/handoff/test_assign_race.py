@@ -12,11 +12,14 @@ from collections import Counter
 
 from redis.asyncio import Redis
 
-from conversations.states import InvalidTransition, State
+from conversations.states import State
 from conversations.store import ConversationStore
 from handoff.agents import Agent
 from handoff.assigner import Assigner
-from handoff.queue import Handoff, HandoffQueue, HandoffRequest
+from handoff.handoffs import Handoff, HandoffRequest
+from handoff.parts import build_handoff
+from handoff.queue import HandoffQueue
+from knowledge_index.handoff_file import HandoffConfig
 
 PREFIX = "t-race:"
 AGENTS = 5
@@ -46,8 +49,9 @@ class Worker(threading.Thread):
     async def _main(self) -> None:
         client = Redis.from_url(self.redis_url, decode_responses=True)
         try:
-            queue = HandoffQueue(client, prefix=PREFIX)
-            assigner = Assigner(queue, self.name, block_ms=20, reclaim_idle_ms=60_000)
+            parts = build_handoff(client, ConversationStore(client, prefix=PREFIX), HandoffConfig())
+            queue = parts.queue
+            assigner = Assigner(parts.desk, self.name, block_ms=20, reclaim_idle_ms=60_000)
             ids = [f"agent{n}" for n in range(AGENTS)]
             deadline = time.monotonic() + DEADLINE_S
             for _ in range(20_000):  # bounded in count and in time
@@ -63,48 +67,37 @@ class Worker(threading.Thread):
 
 
 async def escalate(store: ConversationStore, queue: HandoffQueue, n: int) -> str | None:
-    """Two replicas see the same customer message and both try to escalate; the winner enqueues
-    (twice, as a retry would). Returns the handoff id of the winner."""
+    """Two replicas see the same customer message and both try to escalate, twice each (as a
+    retry would); exactly one wins. Returns the handoff id of the winner."""
     customer = await store.resolve_customer("web", f"race-{n}", tier="vip" if n % 7 == 0 else None)
     conversation = await store.current_conversation(customer.id, "web", "zh" if n % 2 else "en")
 
-    async def replica() -> str | None:
-        try:
-            moved = await store.transition(
-                conversation.id, State.QUEUED, expected_from=State.BOT, reason="negative_sentiment"
-            )
-        except InvalidTransition:
-            return None
-        request = HandoffRequest(
-            conversation_id=conversation.id,
-            customer_id=customer.id,
-            channel="web",
-            language=moved.language or "en",
-            skill="general",
-            reasons=("negative_sentiment",),
-            severity=1 + n % 3,
-            vip=customer.tier == "vip",
-        )
-        first, retry = await asyncio.gather(
-            queue.enqueue(request, moved.handoff_count), queue.enqueue(request, moved.handoff_count)
-        )
-        assert first.id == retry.id
-        return first.id
-
-    outcomes = await asyncio.gather(replica(), replica())
-    winners = [outcome for outcome in outcomes if outcome is not None]
+    request = HandoffRequest(
+        conversation_id=conversation.id,
+        customer_id=customer.id,
+        channel="web",
+        language=conversation.language or "en",
+        skill="general",
+        reasons=("negative_sentiment",),
+        severity=1 + n % 3,
+        vip=customer.tier == "vip",
+    )
+    outcomes = await asyncio.gather(
+        *(queue.escalate(request, "negative_sentiment", first=True) for _ in range(4))
+    )
+    winners = [outcome.id for outcome in outcomes if outcome is not None]
     assert len(winners) == 1
     return winners[0]
 
 
 async def wait_for(queue: HandoffQueue, ids: list[str], assigned: int, closed: int) -> list[Handoff]:
-    """Poll (bounded) until ``assigned`` handoffs are assigned and ``closed`` closed."""
+    """Poll (bounded) until ``assigned`` handoffs are assigned, ``closed`` closed and all admitted."""
     deadline = time.monotonic() + DEADLINE_S
     handoffs: list[Handoff] = []
     for _ in range(3000):
         handoffs = [h for h in [await queue.get(i) for i in ids] if h is not None]
         counts = Counter(h.status for h in handoffs)
-        if counts["assigned"] == assigned and counts["closed"] == closed:
+        if counts["assigned"] == assigned and counts["closed"] == closed and not counts["new"]:
             return handoffs
         if time.monotonic() > deadline:
             break
@@ -149,8 +142,9 @@ def test_fifty_escalations_two_assigners(redis_url):
             for n in range(AGENTS):
                 ending += (await queue.assigned_to(f"agent{n}"))[:2]
             for handoff in ending:
-                await store.transition(handoff.conversation_id, State.RESOLVED, expected_from=State.ASSIGNED)
-                await queue.close(handoff.id, "resolved")
+                await queue.finish(
+                    handoff, actor="", expected=State.ASSIGNED, target=State.RESOLVED, outcome="resolved"
+                )
             handoffs = await wait_for(queue, ids, assigned=40, closed=10)
             assert await queue.waiting() == []
 

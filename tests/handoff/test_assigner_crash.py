@@ -1,6 +1,7 @@
 """A real ``python -m handoff.assigner`` killed (SIGKILL) half-way through assigning; a second
 one, under another consumer name, finishes the work: each handoff assigned exactly once, every
-stream entry acknowledged, conversations in step with the queue, capacity respected.
+stream entry acknowledged, conversations in step with the queue at every moment, capacity
+respected, and each customer told once that an agent joined.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 import redis
 from redis.asyncio import Redis
 
-from conversations.states import State
 from handoff.agents import Agent
 from handoff.keys import GROUP, HandoffKeys
 from handoff.queue import HandoffQueue, HandoffRequest
@@ -73,11 +73,12 @@ def setup(redis_url: str) -> list[str]:
             for n in range(HANDOFFS):
                 customer = await queue.store.resolve_customer("app", f"crash-{n}")
                 conversation = await queue.store.current_conversation(customer.id, "app", "en")
-                moved = await queue.store.transition(conversation.id, State.QUEUED, expected_from=State.BOT)
                 request = HandoffRequest(
                     conversation.id, customer.id, "app", "en", "general", ("too_many_turns",), 1, False
                 )
-                ids.append((await queue.enqueue(request, moved.handoff_count)).id)
+                handoff = await queue.escalate(request, "too_many_turns", first=True)
+                assert handoff is not None
+                ids.append(handoff.id)
             return ids
         finally:
             await client.aclose()
@@ -114,6 +115,26 @@ def conversation_states(client: redis.Redis, ids: list[str]) -> Counter[str]:
     return Counter(client.hget(f"{PREFIX}conv:{i.rsplit(':', 1)[0]}", "state") for i in ids)
 
 
+def assert_in_step(client: redis.Redis, ids: list[str]) -> None:
+    """Each conversation's state agrees with its handoff's status (no repair needed, ever)."""
+    expected = {"new": "queued", "waiting": "queued", "assigned": "assigned", "closed": "resolved"}
+    for handoff_id in ids:
+        status = client.hget(KEYS.handoff(handoff_id), "status")
+        state = client.hget(f"{PREFIX}conv:{handoff_id.rsplit(':', 1)[0]}", "state")
+        assert state == expected[status], (handoff_id, status, state)
+
+
+def joined_notices(client: redis.Redis, ids: list[str]) -> Counter[str]:
+    """How many "joined" notices each conversation's customer got."""
+    counts: Counter[str] = Counter()
+    for handoff_id in ids:
+        conversation_id = handoff_id.rsplit(":", 1)[0]
+        for record in client.lrange(f"{PREFIX}conv:{conversation_id}:turns", 0, -1):
+            if '"sender":"system"' in record and "joined" in record:
+                counts[conversation_id] += 1
+    return counts
+
+
 def finish_and_check(redis_url: str, client: redis.Redis, ids: list[str], tmp_path: Path) -> None:
     """Start a second assigner and check that it completes every assignment exactly once."""
     second = AssignerProcess(redis_url, "second", tmp_path / "second.log", "--reclaim-idle-ms", "200")
@@ -137,19 +158,22 @@ def finish_and_check(redis_url: str, client: redis.Redis, ids: list[str], tmp_pa
         assert len(held) <= slots
         assert held == {i for i in ids if client.hget(KEYS.handoff(i), "agent_id") == agent_id}
     assert client.xlen(KEYS.stream) == 0  # acknowledged entries are deleted
+    assert_in_step(client, ids)
+    assert joined_notices(client, ids) == {i.rsplit(":", 1)[0]: 1 for i in ids}
 
 
-def test_killed_between_claim_and_conversation_update(redis_url, tmp_path):
+def test_killed_between_two_claims(redis_url, tmp_path):
     ids = setup(redis_url)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         first = AssignerProcess(redis_url, "first", tmp_path / "first.log", "--delay-ms", "300")
         try:
-            # Each claim is followed by a 300 ms pause before the conversation moves: kill in it.
+            # Each claim is preceded by a 300 ms pause: kill in one, after a first assignment.
             wait_until(lambda: sum(assigned_counts(client).values()) >= 1, "a first assignment", first)
         finally:
             first.kill()
         assert sum(assigned_counts(client).values()) < HANDOFFS, "the first assigner finished before the kill"
+        assert_in_step(client, ids)  # the claim and the conversation's state are one step
         finish_and_check(redis_url, client, ids, tmp_path)
     finally:
         client.close()

@@ -6,7 +6,7 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from handoff.metrics import Metrics, prometheus
+from handoff.metrics import Metrics, ended_counts, handoff_counts, observation, prometheus
 from handoff.records import Records
 
 
@@ -16,14 +16,15 @@ async def _fill(url: str) -> tuple[dict, dict]:
         metrics = Metrics(client, "t:")
         for channel in ("web", "web", "app", "wechat"):
             await metrics.conversation_started(channel, "zh" if channel == "wechat" else "en")
-        await metrics.handed_off("negative_sentiment", "web", "en", first=True)
-        await metrics.handed_off("explicit_request", "web", "en", first=False)  # the same conversation again
-        await metrics.waited(12.5)
-        await metrics.first_response(4.0)
-        await metrics.breached()
+        await metrics.add(handoff_counts("negative_sentiment", "web", "en", first=True))
+        # The same conversation again:
+        await metrics.add(handoff_counts("explicit_request", "web", "en", first=False))
+        await metrics.add(observation("wait", 12.5))
+        await metrics.add(observation("first_response", 4.0))
+        await metrics.add({"first_response_breaches": 1})
         await metrics.rated(5)
         await metrics.rated(2)
-        await metrics.ended("resolved")
+        await metrics.add(ended_counts("resolved"))
         return await metrics.snapshot(), await metrics.snapshot("today")
     finally:
         await client.aclose()

@@ -1,4 +1,5 @@
-"""The handoff queue on a real Redis: enqueue, priority, routing, claims, transfers, breaches, repair."""
+"""The handoff queue on a real Redis: escalation, priority, routing, claims, transfers, finishing,
+breaches; every change of hands keeps the conversation and its handoff in step."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from conversations.model import Turn
 from conversations.states import State
+from conversations.store import draft_turn
 from handoff.agents import Agent
-from handoff.queue import Handoff, HandoffQueue, HandoffRequest
+from handoff.handoffs import Handoff, HandoffRequest
+from handoff.queue import HandoffQueue, HandoffRefused
+from handoff.routing import match
+from handoff.standing import standing
 
 PREFIX = "t-queue:"
 
@@ -42,13 +48,11 @@ async def escalate(
     reasons: tuple[str, ...] = ("explicit_request",),
     admit: bool = True,
 ) -> Handoff:
-    """A real conversation moved bot -> queued, enqueued (and admitted) as the pipeline would."""
+    """A real conversation escalated (bot -> queued and its handoff, one step) and admitted, as the
+    pipeline and an assigner would."""
     store = queue.store
     customer = await store.resolve_customer("web", visitor, tier="vip" if vip else None)
     conversation = await store.current_conversation(customer.id, "web", language)
-    conversation = await store.transition(
-        conversation.id, State.QUEUED, expected_from=State.BOT, reason=reasons[0] if reasons else None
-    )
     request = HandoffRequest(
         conversation_id=conversation.id,
         customer_id=customer.id,
@@ -59,7 +63,9 @@ async def escalate(
         severity=severity,
         vip=vip,
     )
-    handoff = await queue.enqueue(request, conversation.handoff_count)
+    handoff = await queue.escalate(request, reasons[0] if reasons else "explicit_request", first=True)
+    assert handoff is not None
+    assert await state_of(queue, handoff) == State.QUEUED
     if admit:
         admitted = await queue.admit(handoff.id)
         assert admitted is not None
@@ -101,22 +107,29 @@ async def events_of(pubsub: Any, expected: int) -> list[dict[str, Any]]:
     return events
 
 
-def test_enqueue_is_idempotent(redis_url):
+def test_an_escalation_is_one_handoff_however_often_it_is_asked(redis_url):
     async def main() -> None:
         async with opened(redis_url) as queue:
             first = await escalate(queue, "v1", admit=False)
             request = HandoffRequest(
                 first.conversation_id, first.customer_id, "web", "en", "billing", ("x",), 3, True
             )
-            again, racing = await asyncio.gather(queue.enqueue(request, 1), queue.enqueue(request, 1))
+            again, racing = await asyncio.gather(
+                queue.escalate(request, "x", first=False), queue.escalate(request, "x", first=False)
+            )
             assert first.id == f"{first.conversation_id}:1" and first.status == "new"
-            assert again == first and racing == first  # the stored one, the retry's fields ignored
+            assert again is None and racing is None  # the bot no longer holds it: nothing written
             assert await queue.client.xlen(queue.keys.stream) == 1
             assert (await audit(queue, "queued"))[first.id] == 1
             assert await queue.for_conversation(first.conversation_id) == first
-            second = await queue.enqueue(request, 2)
-            assert second.id == f"{first.conversation_id}:2"
-            assert await queue.for_conversation(first.conversation_id) == second
+            conversation = await queue.store.get_conversation(first.conversation_id)
+            assert (conversation.state, conversation.handoff_count, conversation.last_reason) == (
+                State.QUEUED,
+                1,
+                "explicit_request",
+            )
+            stats = await queue.metrics.snapshot()
+            assert stats["handoffs"] == 1 and stats["handoffs_by_reason"] == {"explicit_request": 1}
 
     asyncio.run(main())
 
@@ -160,9 +173,9 @@ def test_vip_and_severity_go_before_an_older_standard_chat(redis_url):
             assert vip.priority == vip.created_at - 300 - 60
 
             await add_agent(queue, Agent("solo", "Solo", max_chats=1))
-            assigned = await queue.match()
+            assigned = await match(queue)
             assert [h.id for h in assigned] == [vip.id]
-            standings = [await queue.standing(h.id) for h in (severe, old, later)]
+            standings = [await standing(queue, h.id) for h in (severe, old, later)]
             assert [s.position for s in standings] == [1, 2, 3]
 
     asyncio.run(main())
@@ -182,13 +195,13 @@ def test_skills_and_languages_are_respected(redis_url):
             en_logistics = await escalate(queue, "en-l", language="en", skill="logistics")
             zh_billing = await escalate(queue, "zh-b", language="zh", skill="billing", severity=3)
 
-            assigned = {h.id: h.agent_id for h in await queue.match()}
+            assigned = {h.id: h.agent_id for h in await match(queue)}
             # bob has one slot: the most urgent chat he can take is the billing one.
             assert assigned == {zh_logistics.id: "chen", zh_billing.id: "bob"}
             for handoff in [*en_general, en_logistics]:
                 assert (await queue.get(handoff.id)).status == "waiting"
             assert all(h.language == "zh" for h in await queue.assigned_to("chen"))
-            assert await queue.match() == []  # chen has room but speaks no English
+            assert await match(queue) == []  # chen has room but speaks no English
 
     asyncio.run(main())
 
@@ -201,7 +214,7 @@ def test_least_loaded_agent_gets_the_chat(redis_url):
             first = await escalate(queue, "v1")
             assert (await queue.claim(first.id, "a1")).ok
             handoffs = [await escalate(queue, f"w{n}") for n in range(3)]
-            assigned = await queue.match()
+            assigned = await match(queue)
             # a2 (empty) first; then both hold one and a1's last assignment is older.
             assert [(h.id, h.agent_id) for h in assigned] == [
                 (handoffs[0].id, "a2"),
@@ -219,7 +232,7 @@ def test_broadcast_routing_leaves_chats_waiting_until_an_agent_accepts(redis_url
             await add_agent(queue, Agent("b1", "B1", max_chats=3))
             handoff = await escalate(queue, "v-broadcast")
             assert not handoff.ticket  # someone online could take it: not a left message
-            assert await queue.match() == []
+            assert await match(queue) == []
             waiting = await queue.get(handoff.id)
             assert waiting is not None and waiting.status == "waiting"
             assert (await queue.claim(handoff.id, "b1")).ok
@@ -239,7 +252,7 @@ def test_capacity_is_never_exceeded_by_concurrent_matches(redis_url):
         async with opened(redis_url) as queue:
             await add_agent(queue, Agent("cap", "Cap", max_chats=2))
             handoffs = [await escalate(queue, f"v{n}") for n in range(6)]
-            results = await asyncio.gather(*(queue.match() for _ in range(4)))
+            results = await asyncio.gather(*(match(queue) for _ in range(4)))
             assert sum(len(r) for r in results) == 2
             assert await queue.agents.load("cap") == 2
             refused = await queue.claim(handoffs[5].id, "cap")
@@ -281,14 +294,14 @@ def test_standing_and_estimate(redis_url):
             assert (await queue.claim(busy.id, "one")).ok  # one of two slots taken
             waiting = [await escalate(queue, f"v{n}") for n in range(3)]
             other = await escalate(queue, "other-skill", skill="billing")
-            standings = [await queue.standing(h.id) for h in waiting]
+            standings = [await standing(queue, h.id) for h in waiting]
             assert [s.position for s in standings] == [1, 2, 3]
             assert {(s.waiting, s.agents_online) for s in standings} == {(3, 1)}
             # One free slot: the first is served now; the rest share 2 slots of 240 s each.
             assert [s.estimated_seconds for s in standings] == [0, 120, 240]
-            nobody = await queue.standing(other.id)
+            nobody = await standing(queue, other.id)
             assert (nobody.position, nobody.agents_online, nobody.estimated_seconds) == (1, 0, None)
-            assert (await queue.standing(busy.id)).to_dict() == dict.fromkeys(
+            assert (await standing(queue, busy.id)).to_dict() == dict.fromkeys(
                 ("position", "waiting", "agents_online", "estimated_seconds")
             )
 
@@ -300,20 +313,31 @@ def test_close_frees_capacity_and_is_idempotent(redis_url):
         async with opened(redis_url) as queue:
             await add_agent(queue, Agent("one", "One", max_chats=1))
             first, second = await escalate(queue, "v1"), await escalate(queue, "v2")
-            assert [h.id for h in await queue.match()] == [first.id]
+            assert [h.id for h in await match(queue)] == [first.id]
             assert (await queue.claim(second.id, "one")).reason == "at_capacity"
 
-            await queue.store.transition(first.conversation_id, State.RESOLVED, expected_from=State.ASSIGNED)
-            closed = await queue.close(first.id, "resolved")
+            held = await queue.get(first.id)
+            resolved = await queue.finish(
+                held, actor="one", expected=State.ASSIGNED, target=State.RESOLVED, outcome="resolved"
+            )
+            assert resolved.state == State.RESOLVED
+            closed = await queue.get(first.id)
             assert (closed.status, closed.outcome, closed.agent_id) == ("closed", "resolved", "one")
             assert await queue.agents.load("one") == 0
-            assert await queue.close(first.id, "handback") == closed  # the first outcome stays
+            with pytest.raises(HandoffRefused) as again:  # the first outcome stays
+                await queue.finish(
+                    held, actor="one", expected=State.ASSIGNED, target=State.BOT, outcome="handback"
+                )
+            assert again.value.reason == "not_assigned" and again.value.state == "resolved"
             assert (await audit(queue, "closed"))[first.id] == 1
 
-            assert [h.id for h in await queue.match()] == [second.id]
+            assert [h.id for h in await match(queue)] == [second.id]
             # Closing a waiting one takes it out of the queue.
             third = await escalate(queue, "v3")
-            await queue.close(third.id, "closed")
+            await queue.finish(
+                third, actor="", expected=State.QUEUED, target=State.RESOLVED, outcome="closed"
+            )
+            assert await state_of(queue, third) == State.RESOLVED
             assert third.id not in {h.id for h in await queue.waiting()}
             assert (await queue.claim(third.id, "one")).reason == "not_waiting"
 
@@ -349,10 +373,20 @@ def test_transfers(redis_url):
             assert (await queue.claim(filler.id, "b")).ok
             assert (await queue.transfer_to_agent(handoff.id, "b")).reason == "at_capacity"
             assert (await queue.transfer_to_agent(filler.id + "x", "b")).reason == "unknown"
-            await queue.close(filler.id, "closed")
+            assert (await queue.transfer_to_agent(handoff.id, "off", actor="b")).reason == "not_yours"
+            await queue.finish(
+                await queue.get(filler.id),
+                actor="b",
+                expected=State.ASSIGNED,
+                target=State.RESOLVED,
+                outcome="closed",
+            )
 
-            moved = await queue.transfer_to_agent(handoff.id, "b")
+            told = draft_turn(handoff.conversation_id, "system", "passing you on", "web", "en")
+            moved = await queue.transfer_to_agent(handoff.id, "b", actor="a", notice_turn=told)
             assert moved.ok and (moved.handoff.agent_id, moved.handoff.transfers) == ("b", 1)
+            turns = await queue.store.turns(handoff.conversation_id)
+            assert [t.text for t in turns if t.sender == "system"][-1] == "passing you on"
             assert await queue.agents.loads(["a", "b"]) == {"a": 0, "b": 1}
             assert await state_of(queue, handoff) == State.ASSIGNED
 
@@ -369,7 +403,7 @@ def test_transfers(redis_url):
             assert [h.id for h in await queue.waiting({"billing"})] == [handoff.id]
             assert await queue.waiting({"general"}) == []
 
-            assert [(h.id, h.agent_id) for h in await queue.match()] == [(handoff.id, "payer")]
+            assert [(h.id, h.agent_id) for h in await match(queue)] == [(handoff.id, "payer")]
             assert await state_of(queue, handoff) == State.ASSIGNED
             assert (await queue.transfer_to_agent(filler.id, "a")).reason == "not_assigned"
             assert (await queue.transfer_to_skill(filler.id, "billing")).reason == "closed"
@@ -377,22 +411,32 @@ def test_transfers(redis_url):
     asyncio.run(main())
 
 
-def test_first_response_is_recorded_once(redis_url):
+def test_the_first_agent_message_stops_the_clock_once(redis_url):
     async def main() -> None:
         async with opened(redis_url) as queue:
             await add_agent(queue, Agent("a", "A"))
+            await add_agent(queue, Agent("b", "B"))
             handoff = await escalate(queue, "v1")
             await queue.claim(handoff.id, "a")
-            seconds = await queue.record_first_response(handoff.id)
+            held = await queue.get(handoff.id)
+
+            def said(text: str) -> Turn:
+                return draft_turn(handoff.conversation_id, "agent", text, "web", "en", author="a")
+
+            with pytest.raises(HandoffRefused) as refused:
+                await queue.send(held, actor="b", turn=said("not my chat"))
+            assert refused.value.reason == "not_yours"
+            turn, seconds = await queue.send(held, actor="a", turn=said("hello"))
+            assert turn.sender == "agent" and turn.text == "hello" and turn.author == "a"
             assert seconds is not None and 0 <= seconds < 60
             stored = await queue.get(handoff.id)
             assert abs(stored.first_response_at - stored.created_at - seconds) < 1e-3
-            assert (
-                await asyncio.gather(*(queue.record_first_response(handoff.id) for _ in range(3)))
-                == [None] * 3
-            )
+            again = await asyncio.gather(*(queue.send(held, actor="a", turn=said(f"m{n}")) for n in range(3)))
+            assert [s for _turn, s in again] == [None] * 3
             assert (await queue.get(handoff.id)).first_response_at == stored.first_response_at
-            assert await queue.record_first_response("nope:1") is None
+            assert (await queue.metrics.snapshot())["first_response_time"]["count"] == 1
+            texts = [t.text for t in await queue.store.turns(handoff.conversation_id) if t.sender == "agent"]
+            assert texts == ["hello", "m0", "m1", "m2"]
 
     asyncio.run(main())
 
@@ -403,8 +447,11 @@ def test_breach_is_flagged_once(redis_url):
             await add_agent(queue, Agent("a", "A"))
             late, answered, closed = [await escalate(queue, f"v{n}") for n in range(3)]
             await queue.claim(answered.id, "a")
-            await queue.record_first_response(answered.id)
-            await queue.close(closed.id, "closed")
+            answer = draft_turn(answered.conversation_id, "agent", "hi", "web", "en", author="a")
+            await queue.send(await queue.get(answered.id), actor="a", turn=answer)
+            await queue.finish(
+                closed, actor="", expected=State.QUEUED, target=State.RESOLVED, outcome="closed"
+            )
             assert await queue.check_breaches(now=late.created_at + 29) == []  # not yet
 
             async with queue.client.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -417,6 +464,7 @@ def test_breach_is_flagged_once(redis_url):
             assert [(e["type"], e["handoff_id"]) for e in events] == [("breach", late.id)]
             assert (await queue.get(late.id)).breached
             assert not (await queue.get(answered.id)).breached and not (await queue.get(closed.id)).breached
+            assert (await queue.metrics.snapshot())["first_response_breaches"] == 1
 
     asyncio.run(main())
 
@@ -429,7 +477,13 @@ def test_events_carry_the_handoff(redis_url):
                 await pubsub.subscribe(queue.keys.events)
                 handoff = await escalate(queue, "v1", reasons=(), severity=2)
                 await queue.claim(handoff.id, "a")
-                await queue.close(handoff.id, "resolved")
+                await queue.finish(
+                    await queue.get(handoff.id),
+                    actor="a",
+                    expected=State.ASSIGNED,
+                    target=State.RESOLVED,
+                    outcome="resolved",
+                )
                 events = await events_of(pubsub, 4)
             assert [e["type"] for e in events] == ["queued", "admitted", "assigned", "closed"]
             for event in events:
@@ -453,50 +507,87 @@ def test_events_carry_the_handoff(redis_url):
     asyncio.run(main())
 
 
-def test_reconcile_finishes_half_done_work(redis_url):
-    class Crash(Exception):
-        pass
-
-    async def crash(point: str) -> None:
-        if point == "after_claim_script":
-            raise Crash(point)
-
+def test_every_change_of_hands_moves_the_conversation_with_its_handoff(redis_url):
     async def main() -> None:
         async with opened(redis_url) as queue:
-            await add_agent(queue, Agent("a", "A", max_chats=5))
-            stuck = await escalate(queue, "v1")
-            queue.pause = crash  # the worker dies between the claim script and the conversation
-            with pytest.raises(Crash):
-                await queue.claim(stuck.id, "a")
-            queue.pause = None
-            assert (await queue.get(stuck.id)).status == "assigned"
-            assert await state_of(queue, stuck) == State.QUEUED
+            await add_agent(queue, Agent("a", "A", max_chats=2))
+            await add_agent(queue, Agent("b", "B", max_chats=2))
+            handoff = await escalate(queue, "v1", admit=False)
+            steps: list[tuple[str, State]] = [(handoff.status, await state_of(queue, handoff))]
 
-            gone = await escalate(queue, "v2")  # resolved by the customer, but never closed
-            await queue.store.transition(gone.conversation_id, State.RESOLVED, expected_from=State.QUEUED)
-            await queue.client.sadd(queue.keys.chats("a"), "left:1")  # a stale chat slot
+            async def step() -> None:
+                current = await queue.get(handoff.id)
+                steps.append((current.status, await state_of(queue, handoff)))
 
-            assert await queue.reconcile() == 3
-            assert await state_of(queue, stuck) == State.ASSIGNED
-            closed = await queue.get(gone.id)
-            assert (closed.status, closed.outcome) == ("closed", "resolved")
-            assert await queue.client.smembers(queue.keys.chats("a")) == {stuck.id}
-            assert await queue.reconcile() == 0
-            assert (await audit(queue, "assigned"))[stuck.id] == 1
+            await queue.admit(handoff.id)
+            await step()
+            assert (await queue.claim(handoff.id, "a")).ok
+            await step()
+            assert (await queue.transfer_to_agent(handoff.id, "b", actor="a")).ok
+            await step()
+            assert (await queue.transfer_to_skill(handoff.id, "general", actor="b")).ok
+            await step()
+            assert (await queue.claim(handoff.id, "a")).ok
+            await step()
+            back = await queue.finish(
+                await queue.get(handoff.id),
+                actor="a",
+                expected=State.ASSIGNED,
+                target=State.BOT,
+                outcome="handback",
+                forget_signals=True,
+                counts={"ended:handback": 1},
+            )
+            await step()
+            assert back.state == State.BOT
+            assert steps == [
+                ("new", State.QUEUED),
+                ("waiting", State.QUEUED),
+                ("assigned", State.ASSIGNED),
+                ("assigned", State.ASSIGNED),
+                ("waiting", State.QUEUED),
+                ("assigned", State.ASSIGNED),
+                ("closed", State.BOT),
+            ]
+            # One "joined" notice per assignment, with the agent's name; the agent's slot is free.
+            system = [
+                t.text for t in await queue.store.turns(handoff.conversation_id) if t.sender == "system"
+            ]
+            assert sum("A from our team" in text for text in system) == 2
+            assert await queue.agents.loads(["a", "b"]) == {"a": 0, "b": 0}
+            assert (await queue.metrics.snapshot())["ended"] == {"handback": 1}
 
     asyncio.run(main())
 
 
-def test_reconcile_leaves_recent_changes_alone(redis_url):
+def test_a_refused_change_writes_nothing(redis_url):
     async def main() -> None:
         async with opened(redis_url) as queue:
             await add_agent(queue, Agent("a", "A"))
+            await add_agent(queue, Agent("b", "B"))
             handoff = await escalate(queue, "v1")
-            await queue.transfer_to_skill(handoff.id, "general")  # a transfer of a waiting chat
-            await queue.store.transition(handoff.conversation_id, State.RESOLVED, expected_from=State.QUEUED)
-            assert await queue.reconcile(min_age_seconds=3600) == 0
-            assert (await queue.get(handoff.id)).status == "waiting"
-            assert await queue.reconcile() == 1
-            assert (await queue.get(handoff.id)).status == "closed"
+            await queue.claim(handoff.id, "a")
+            held = await queue.get(handoff.id)
+            before = await queue.client.llen(queue.store.keys.turns(handoff.conversation_id))
+            bye = draft_turn(handoff.conversation_id, "system", "bye", "web", "en")
+            with pytest.raises(HandoffRefused) as refused:
+                await queue.finish(
+                    held,
+                    actor="b",
+                    expected=State.ASSIGNED,
+                    target=State.RESOLVED,
+                    outcome="resolved",
+                    notice_turn=bye,
+                )
+            assert refused.value.reason == "not_yours"
+            with pytest.raises(HandoffRefused) as wrong:
+                await queue.finish(
+                    held, actor="a", expected=State.QUEUED, target=State.RESOLVED, outcome="closed"
+                )
+            assert wrong.value.reason == "not_waiting"
+            assert (await queue.get(handoff.id)).status == "assigned"
+            assert await state_of(queue, handoff) == State.ASSIGNED
+            assert await queue.client.llen(queue.store.keys.turns(handoff.conversation_id)) == before
+            assert (await queue.metrics.snapshot())["ended"] == {}
 
     asyncio.run(main())

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
 from knowledge_index.encoders import get_encoder
 from knowledge_index.errors import IndexMismatchError
-from knowledge_index.index import ServedIndex, VectorIndex
+from knowledge_index.index import VectorIndex
 from knowledge_index.versions import READY, VersionStore
 
 
@@ -82,46 +81,6 @@ def test_publish_switches_current_and_failed_build_changes_nothing(index, e5, tm
     third = store.publish(lambda folder: index.save(folder / "index"))
     assert sorted(p.name for p in store.versions.iterdir()) == sorted([second.name, third.name])
     assert VectorIndex.load(store.current() / "index", e5).manifest.size == index.manifest.size
-
-
-def test_swap_under_concurrent_searches(tiny_kb, index, e5):
-    served = ServedIndex(index)
-    rebuilt = VectorIndex.build(tiny_kb, e5)
-    query = e5.encode(["运费"])[0]
-    errors: list[Exception] = []
-    seen: set[str] = set()
-    stop = threading.Event()
-
-    def reader():
-        while not stop.is_set():
-            try:
-                current = served.index
-                assert current.search(query, 1)[0].entry.intent == "faq/shipping_cost"
-                seen.add(current.manifest.version)
-            except Exception as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-    threads = [threading.Thread(target=reader) for _ in range(3)]
-    for t in threads:
-        t.start()
-    old = served.swap(rebuilt)
-    for _ in range(200):
-        if rebuilt.manifest.version in seen:
-            break
-        threading.Event().wait(0.01)
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
-    assert not errors
-    assert old is index and served.index is rebuilt
-    assert rebuilt.manifest.version in seen
-
-
-def test_swap_refuses_index_of_another_encoder(tiny_kb, index):
-    served = ServedIndex(index)
-    with pytest.raises(IndexMismatchError):
-        served.swap(VectorIndex.build(tiny_kb, get_encoder("minilm-int8")))
-    assert served.index is index
 
 
 def test_known_vectors_are_reused_not_re_encoded(tiny_kb, index, e5):

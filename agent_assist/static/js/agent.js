@@ -509,9 +509,19 @@ async function sendReply(event) {
   }
   const button = byId('send');
   button.disabled = true;
+  // One id per message written: sending the same text again after a failure is a retry of it,
+  // which the server stores once even if the first try got through.
+  if (reply.dataset.sentText !== text) {
+    reply.dataset.sentText = text;
+    reply.dataset.messageId = crypto.randomUUID();
+  }
   try {
-    const { turn } = await session.call('POST', conversationPath('/messages'), { text });
+    const { turn } = await session.call('POST', conversationPath('/messages'), {
+      text,
+      client_message_id: reply.dataset.messageId,
+    });
     reply.value = '';
+    delete reply.dataset.sentText;
     appendTurn(turn);
   } catch (failure) {
     error.textContent = failure.message; // the text stays in the composer, to retry
