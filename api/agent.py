@@ -36,11 +36,12 @@ from pydantic import BaseModel, Field
 from api.auth import TokenError, make_token, verify_token
 from api.channels.app import bearer
 from api.errors import ApiError, forbidden, not_found, unauthorized
+from api.events import Listened
 from api.service import Service
 from conversations.states import State
 from handoff import events
 from handoff.agents import Agent
-from handoff.events import AgentPresence, Event, HandoffChanged, StateChanged, TurnStored, Understood
+from handoff.events import AgentPresence, HandoffChanged, StateChanged, TurnStored, Understood
 from handoff.handoffs import Handoff
 from handoff.routing import match
 
@@ -386,7 +387,7 @@ class AgentConnection:
         self.service = service
         self.agent = agent
         self.websocket = websocket
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.events: asyncio.Queue[Listened] = asyncio.Queue()
         self.following: set[str] = set()
         self._send_lock = asyncio.Lock()
 
@@ -443,7 +444,7 @@ class AgentConnection:
             except Exception:  # one bad event must not end the agent's connection
                 log.exception("agent %s: could not forward %s", self.agent.id, type(event).__name__)
 
-    async def _forward(self, event: Event) -> None:
+    async def _forward(self, event: Listened) -> None:
         match event:
             case TurnStored(conversation_id=conversation_id) if conversation_id in self.following:
                 await self.send(

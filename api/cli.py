@@ -114,7 +114,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
         help="run scripted conversations through the whole service and score escalation",
         description="Start the whole service in this process on a fresh store (a private Redis unless "
         "REDIS_URL is set), play each scenario's turns through the turn pipeline with the demo agents "
-        "online, and score the handoffs against the scenarios' expectations. Scenario format: DESIGN.md.",
+        "online, and score the handoffs against the scenarios' expectations. Scenario format: README, 'Scenario files'.",
     )
     kb_args(simulate)
     model_args(simulate)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -25,6 +26,16 @@ from redis.asyncio import Redis
 from handoff.events import AgentPresence, ConversationCreated, Event, parse_text
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Resubscribed:
+    """Put in every conversation listener's queue after the subscription was lost and made again
+    (Redis restarted): what was published in between is gone, so read it back from the store."""
+
+
+RESUBSCRIBED = Resubscribed()
+Listened = Event | Resubscribed  # what a conversation listener's queue receives
 
 
 class EventHub:
@@ -43,8 +54,8 @@ class EventHub:
         self.handoff_channel = handoff_channel
         self._handoff_listeners: set[asyncio.Queue[Event]] = set()
         self._everything: set[asyncio.Queue[Event]] = set()
-        self._by_conversation: defaultdict[str, set[asyncio.Queue[Event]]] = defaultdict(set)
-        self._by_customer: defaultdict[str, set[asyncio.Queue[Event]]] = defaultdict(set)
+        self._by_conversation: defaultdict[str, set[asyncio.Queue[Listened]]] = defaultdict(set)
+        self._by_customer: defaultdict[str, set[asyncio.Queue[Listened]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -61,7 +72,10 @@ class EventHub:
                 await self._task
 
     def listen(
-        self, queue: asyncio.Queue[Event], conversation_id: str | None = None, customer_id: str | None = None
+        self,
+        queue: asyncio.Queue[Listened],
+        conversation_id: str | None = None,
+        customer_id: str | None = None,
     ) -> None:
         """Send the events of ``conversation_id`` and the ``created`` events of ``customer_id`` to ``queue``."""
         if conversation_id:
@@ -86,7 +100,10 @@ class EventHub:
         self._handoff_listeners.discard(queue)
 
     def forget(
-        self, queue: asyncio.Queue[Event], conversation_id: str | None = None, customer_id: str | None = None
+        self,
+        queue: asyncio.Queue[Listened],
+        conversation_id: str | None = None,
+        customer_id: str | None = None,
     ) -> None:
         """Undo `listen` for the given ids."""
         for table, key in ((self._by_conversation, conversation_id), (self._by_customer, customer_id)):
@@ -102,6 +119,10 @@ class EventHub:
                     await pubsub.psubscribe(self.pattern)
                     if self.handoff_channel:
                         await pubsub.subscribe(self.handoff_channel)
+                    if self._ready.is_set():  # a resubscription: listeners catch up from the store
+                        log.info("event subscription restored")
+                        for queue in {q for qs in self._by_conversation.values() for q in qs}:
+                            queue.put_nowait(RESUBSCRIBED)
                     self._ready.set()
                     async for message in pubsub.listen():
                         self._route(message)

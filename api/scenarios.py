@@ -1,6 +1,6 @@
 """Scripted conversations that measure escalation, and how a run of them is scored.
 
-A scenario file is JSON Lines, one conversation a line (DESIGN.md, "Scenario file")::
+A scenario file is JSON Lines, one conversation a line (README, "Scenario files")::
 
     {"id": "zh-angry-1", "channel": "wechat", "customer": {"id": "c7", "tier": "vip"},
      "turns": ["我的快递怎么还没到", "什么破服务，气死我了"],
@@ -8,10 +8,11 @@ A scenario file is JSON Lines, one conversation a line (DESIGN.md, "Scenario fil
 
 `load_scenarios` reads and validates files, refusing a bad line with its ``file:line`` and the
 reason. `score` compares what ``baton simulate`` observed with what each scenario expects and
-returns DESIGN.md's figures, the same figures per language, and one failure entry per miss.
+returns the figures ``baton simulate`` prints, the same figures per language, and one failure
+entry per miss.
 
-This module is pure: no service, no store. Rules beyond DESIGN.md's text, chosen so that a typo
-in a benchmark file cannot silently switch a check off:
+This module is pure: no service, no store. Rules chosen so that a typo in a benchmark file
+cannot silently switch a check off:
 
 - unknown keys are refused (``"by-turn"`` would otherwise be ignored); ``note`` is free text;
 - ``channel`` defaults to ``web``, ``customer.id`` to ``scenario-<id>``, ``customer.tier`` to
@@ -281,7 +282,7 @@ class _Verdict:
 def score(scenarios: Sequence[Scenario], observed: Mapping[str, Observed]) -> dict[str, Any]:
     """Score a simulation run against the scenarios' expectations.
 
-    Returns DESIGN.md's figures (``automation_rate``, ``escalation_precision``, ``escalation_recall``,
+    Returns the figures (``automation_rate``, ``escalation_precision``, ``escalation_recall``,
     ``reason_accuracy``, ``premature_escalations``, ``late_escalations``, ``intent_accuracy``), the
     counts behind them, ``explicit_requests`` and ``explicit_caught_on_turn``, ``scenarios``,
     ``by_language`` (the same figures for each language present) and ``failures``: one

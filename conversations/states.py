@@ -1,7 +1,7 @@
-"""The conversation state machine of DESIGN.md: ``bot -> queued -> assigned -> resolved``.
+"""The conversation state machine: ``bot -> queued -> assigned -> resolved``.
 
 Plus ``bot -> resolved`` (the bot solved it) and ``assigned -> bot`` (the agent hands back).
-Two more than DESIGN.md draws, because agents need them: ``assigned -> queued`` (an agent
+Two more than the basic design, because agents need them: ``assigned -> queued`` (an agent
 transfers the chat to another skill's queue) and ``queued -> resolved`` (an agent closes a
 waiting chat or a left message without taking it first). Nothing else is allowed, a state to itself included: a second ``bot -> queued`` is refused,
 which is what keeps one escalation from becoming two queue entries.

@@ -38,7 +38,7 @@ from conversations.model import (
     format_time,
     utcnow,
 )
-from conversations.redis_client import RedisClientHolder
+from conversations.redis_client import RedisClientHolder, connect
 from conversations.states import TRANSITIONS, InvalidTransition, State
 
 MAX_MERGE_HOPS = 32  # the Lua scripts follow merged_into as far
@@ -181,7 +181,7 @@ class ConversationStore(RedisClientHolder):
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, events_maxlen: int = 1000) -> Self:
         """A store with its own client for ``url`` (``redis://host:port/db``)."""
-        client = Redis.from_url(url, decode_responses=True)
+        client = connect(url)
         return cls(client, prefix=prefix, events_maxlen=events_maxlen, owns_client=True)
 
     # -- customers ---------------------------------------------------------------------------

@@ -221,7 +221,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the knowledge base folder whose handoff.yml to follow (as baton serve --kb); default: defaults",
     )
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="Redis key prefix (default %(default)s)")
+    parser.add_argument(
+        "--prefix",
+        default=os.environ.get("BATON_REDIS_PREFIX", DEFAULT_PREFIX),
+        help="Redis key prefix, as the service's BATON_REDIS_PREFIX (default %(default)s)",
+    )
     parser.add_argument(
         "--consumer",
         default=f"{socket.gethostname()}:{os.getpid()}",

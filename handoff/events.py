@@ -5,8 +5,8 @@ Two kinds of channel carry them, as JSON objects with a ``type``:
 - ``P conv:{id}:events`` (and the capped stream of the same name): a conversation's own events,
   written by the conversation store's scripts (`conversations.scripts`) in the same step as the
   change: ``created`` (`ConversationCreated`), ``turn`` (`TurnStored`), ``transition``
-  (`StateChanged`). Each carries the ``stream_id`` of its stream entry, so a follower that missed
-  some reads them from the stream.
+  (`StateChanged`). Each carries the ``stream_id`` of its stream entry. Pub/sub loses what
+  nobody hears: a follower that may have missed some reads the turns from the store instead.
 - ``P handoff:events``: the handoff's events, written by the handoff scripts (`handoff.scripts`)
   in the same step as the change, each with the whole handoff: ``queued``, ``admitted``,
   ``assigned``, ``transferred``, ``closed``, ``first_response``, ``breach`` (`HandoffChanged`);

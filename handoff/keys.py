@@ -29,7 +29,6 @@ key                                            type        holds
 ``P handoffs:waiting:{skill}``                 sorted set  waiting handoff ids of one skill by priority
 ``P handoffs:tickets``                         sorted set  waiting handoffs admitted while nobody who
                                                            could take them was online, by created_at
-``P handoffs:open``                            sorted set  handoffs not closed, by created_at (reconcile)
 ``P handoffs:unanswered``                      sorted set  open handoffs with no first response and no
                                                            breach yet, by created_at (breach check)
 ``P handoffs:conv:{conversation_id}``          sorted set  a conversation's handoff ids by handoff number
@@ -39,7 +38,7 @@ Records are ``handoff:``/``agent:`` and collections ``handoffs:``/``agents:``, s
 name a collection (agent ids may not contain ``:``; a handoff id always does, the events channel's
 name does not).
 
-The Lua scripts in `handoff.queue` and `handoff.agents` build the same names from the prefix:
+The Lua scripts in `handoff.scripts` and `handoff.agents` build the same names from the prefix:
 change one, change both (the tests go through both).
 """
 
@@ -115,11 +114,6 @@ class HandoffKeys:
     def tickets(self) -> str:
         """Waiting handoffs admitted while nobody who could take them was online."""
         return f"{self.prefix}handoffs:tickets"
-
-    @property
-    def open(self) -> str:
-        """Handoffs not closed, by creation time."""
-        return f"{self.prefix}handoffs:open"
 
     @property
     def unanswered(self) -> str:

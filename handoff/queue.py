@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from conversations.model import Conversation, Turn, format_time
-from conversations.redis_client import RedisClientHolder
+from conversations.redis_client import RedisClientHolder, connect
 from conversations.states import State
 from conversations.store import ConversationStore, draft_turn, stored_turn, turn_body
 from handoff.agents import AgentDirectory
@@ -202,7 +202,7 @@ class HandoffQueue(RedisClientHolder):
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, **settings: Any) -> Self:
         """A queue with its own client for ``url``; ``settings`` as for the constructor."""
-        client = Redis.from_url(url, decode_responses=True)
+        client = connect(url)
         return cls(client, prefix=prefix, owns_client=True, **settings)
 
     # -- the stream ---------------------------------------------------------------------------

@@ -132,7 +132,6 @@ local function create_handoff(conv_id, number, record)
   for name, value in pairs(fields) do flat[#flat + 1] = name; flat[#flat + 1] = value end
   redis.call('HSET', hkey(id), unpack(flat))
   redis.call('ZADD', P .. 'handoffs:conv:' .. conv_id, number, id)
-  redis.call('ZADD', P .. 'handoffs:open', fields.created_at, id)
   redis.call('ZADD', P .. 'handoffs:unanswered', fields.created_at, id)
   redis.call('XADD', P .. 'handoffs:stream', '*', 'handoff_id', id)
   emit('queued', load(id))
@@ -142,7 +141,6 @@ end
 local function close_handoff(h, outcome)
   if h.agent_id and h.agent_id ~= '' then redis.call('SREM', chats_key(h.agent_id), h.id) end
   unwait(h)
-  redis.call('ZREM', P .. 'handoffs:open', h.id)
   redis.call('ZREM', P .. 'handoffs:unanswered', h.id)
   set(h, 'status', 'closed', 'closed_at', NOW, 'outcome', outcome, 'updated_at', NOW)
   emit('closed', h)

@@ -14,14 +14,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from api.events import EventHub
+from redis.exceptions import RedisError
+
+from api.events import RESUBSCRIBED, EventHub, Listened, Resubscribed
 from conversations.model import Turn
 from conversations.store import ConversationStore
-from handoff.events import ConversationCreated, Event, StateChanged, TurnStored
+from handoff.events import ConversationCreated, StateChanged, TurnStored
 
 log = logging.getLogger(__name__)
 
 PAGE = 100  # turns read from the store at a time
+RETRY_SECONDS = 0.5  # after a Redis error, how long before reading the store again
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class ConversationFollower:
         self.sink = sink
         self.conversation_id: str | None = None
         self.last_seq = 0
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue: asyncio.Queue[Listened] = asyncio.Queue()
         self._lock = asyncio.Lock()  # one writer to the sink; keeps seq order
         self._task: asyncio.Task[None] | None = None
         hub.listen(self._queue, customer_id=customer_id)
@@ -93,17 +96,29 @@ class ConversationFollower:
                 await self._task
 
     async def _run(self) -> None:
-        try:
-            await self._route_events()
-        except (asyncio.CancelledError, ConnectionError):
-            raise
-        except Exception:  # the connection went away mid-send: its handler cleans up
-            log.debug("follower of %s stopped", self.customer_id, exc_info=True)
+        while True:
+            try:
+                await self._route_events()
+            except asyncio.CancelledError:
+                raise
+            except RedisError as exc:  # Redis is restarting: catch up from the store once it is back
+                log.warning(
+                    "follower of %s: Redis unavailable (%s); catching up shortly", self.customer_id, exc
+                )
+                await asyncio.sleep(RETRY_SECONDS)
+                self._queue.put_nowait(RESUBSCRIBED)
+            except Exception:  # the connection went away mid-send: its handler cleans up
+                log.debug("follower of %s stopped", self.customer_id, exc_info=True)
+                return
 
     async def _route_events(self) -> None:
         while True:
             event = await self._queue.get()
-            if isinstance(event, ConversationCreated):
+            if isinstance(event, Resubscribed):
+                if self.conversation_id is not None:
+                    async with self._lock:
+                        await self._catch_up()
+            elif isinstance(event, ConversationCreated):
                 await self.follow(event.conversation_id)
             elif getattr(event, "conversation_id", None) != self.conversation_id:
                 continue

@@ -176,13 +176,18 @@ class WeChatChannel:
         if not openid:
             raise ApiError(400, "not_a_message", "the message has no FromUserName")
         kind = fields.get("MsgType", "")
+        # A message with text goes into the store, which takes a retry of it once (by MsgId) and
+        # hands it over again if it is not handled yet: marking it seen here first would make a
+        # crash between the mark and the store lose it. Events and media are answered here only.
+        stored = kind != "event" and readable_text(fields) is not None
         key = fields.get("MsgId") or f"{openid}:{fields.get('CreateTime', '')}:{fields.get('Event', '')}"
-        if not await self.state.first_sight(key):
-            return None  # WeChat retrying a message being handled or handled already
+        if not stored and not await self.state.first_sight(key):
+            return None  # WeChat retrying an event or a media message answered already
         try:
             return await self._handle_once(openid, kind, fields, call)
         except Exception:
-            await self.state.forget_message(key)  # not handled: WeChat's retry gets another go
+            if not stored:
+                await self.state.forget_message(key)  # not answered: WeChat's retry gets another go
             raise
 
     async def _handle_once(
