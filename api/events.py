@@ -53,7 +53,6 @@ class EventHub:
         self.pattern = pattern
         self.handoff_channel = handoff_channel
         self._handoff_listeners: set[asyncio.Queue[Event]] = set()
-        self._everything: set[asyncio.Queue[Event]] = set()
         self._by_conversation: defaultdict[str, set[asyncio.Queue[Listened]]] = defaultdict(set)
         self._by_customer: defaultdict[str, set[asyncio.Queue[Listened]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
@@ -82,14 +81,6 @@ class EventHub:
             self._by_conversation[conversation_id].add(queue)
         if customer_id:
             self._by_customer[customer_id].add(queue)
-
-    def listen_all(self, queue: asyncio.Queue[Event]) -> None:
-        """Send every conversation event to ``queue`` (a channel that pushes turns out, as WeChat's)."""
-        self._everything.add(queue)
-
-    def forget_all(self, queue: asyncio.Queue[Event]) -> None:
-        """Undo `listen_all`."""
-        self._everything.discard(queue)
 
     def listen_handoffs(self, queue: asyncio.Queue[Event]) -> None:
         """Send every handoff queue event to ``queue`` (agents' connections)."""
@@ -144,7 +135,7 @@ class EventHub:
             return
         if isinstance(event, AgentPresence):
             return  # not a conversation's (and never published there)
-        queues = set(self._by_conversation.get(event.conversation_id, ())) | self._everything
+        queues = set(self._by_conversation.get(event.conversation_id, ()))
         if isinstance(event, ConversationCreated):
             queues |= self._by_customer.get(event.customer_id, set())
         for queue in queues:

@@ -2,7 +2,7 @@
 
 Normally the replica that stores a message handles it at once (`api.pipeline.TurnPipeline.reply`)
 and acknowledges its inbox entry. This worker, one per replica, covers every other case
-(`conversations.inbox`):
+(`conversations.streams`):
 
 - at start-up, the entries still pending with this replica's own consumer name: what it was
   handling when it died;
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from conversations.inbox import Inbox, InboxEntry
+from conversations.streams import Inbox, TurnEntry
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,11 @@ class InboxWorker:
             log.info("inbox worker %s: took over %d pending message(s)", self.inbox.consumer, len(entries))
         return sum(await self.handle_all(entries)) if entries else 0
 
-    async def handle_all(self, entries: list[InboxEntry]) -> list[bool]:
+    async def handle_all(self, entries: list[TurnEntry]) -> list[bool]:
         """Handle and acknowledge each entry; True for each that succeeded."""
         return list(await asyncio.gather(*(self._one(entry) for entry in entries)))
 
-    async def _one(self, entry: InboxEntry) -> bool:
+    async def _one(self, entry: TurnEntry) -> bool:
         async with self._slots:
             try:
                 await self.handle(entry.conversation_id, entry.seq)

@@ -6,7 +6,7 @@ acknowledge a message as soon as it is safe:
 
 1. `TurnPipeline.accept`: check the text, find the customer, apply the rate limit, and store
    the message (once per client message id). Storing it also makes it an entry of the inbox
-   stream, pending with this replica (`conversations.inbox`): after this returns the message
+   stream, pending with this replica (`conversations.streams`): after this returns the message
    cannot be lost, and it will be handled even if this process dies now.
 2. `TurnPipeline.handle` (what `reply` runs for an accepted message, and the inbox worker for a
    message whose replica died): handle the conversation's customer turns in order, each once.
@@ -39,10 +39,10 @@ from bot.dialogue import ActionKind, BotAction, DialogueContext, DialoguePolicy
 from bot.nlu.language import detect_language
 from bot.nlu.types import ParseResult
 from conversations import failpoints
-from conversations.inbox import Inbox
 from conversations.model import Conversation, Customer, Turn
 from conversations.states import State
 from conversations.store import ConversationStore, draft_turn
+from conversations.streams import Inbox
 from handoff.desk import HandoffDesk
 from handoff.metrics import started_counts
 from handoff.notices import escalation_text, parse_rating

@@ -26,9 +26,9 @@ from bot.nlu.rasa_client import RasaNLU, RasaUnavailable
 from bot.nlu.types import BatchParser
 from bot.orders import DemoOrderConnector
 from bot.trained import TrainedBot
-from conversations.inbox import Inbox
 from conversations.redis_client import connect
 from conversations.store import ConversationStore
+from conversations.streams import Inbox
 from handoff.agents import AgentDirectory
 from handoff.assigner import Assigner
 from handoff.desk import HandoffDesk

@@ -1,5 +1,9 @@
 """Convert BANKING77's CSV files (columns text,category) into Rasa 3 NLU YAML.
 
+BANKING77 (Casanueva et al. 2020, PolyAI, CC BY 4.0) is not in this repository: get train.csv and
+test.csv from PolyAI's task-specific-datasets repository (banking_data/), or write them from the
+Hugging Face dataset PolyAI/banking77 with the label names as the category column.
+
 Usage: python bench/banking77_to_rasa.py ../shared/datasets/banking77 bench/out/banking77
 writes train.yml and test.yml there.
 """

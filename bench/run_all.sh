@@ -8,6 +8,12 @@
 # --wechat: only the WeChat callback under load (about 2 minutes).
 # --rasa: Baton's engine against Rasa's DIET on the same sets (about 80 minutes; needs `make rasa-venv`);
 #         not part of the full run, because of its length.
+# --crash: the crash campaign (bench/crash_campaign.py, about 8 minutes).
+# Two data sets are not in the repository; they are read from ../shared/datasets beside the clone:
+# BANKING77 (PolyAI, CC BY 4.0; banking77/train.csv and test.csv with columns text,category, as in
+# PolyAI's task-specific-datasets repository) and Chinese reviews (zh_sentiment/waimai_10k.csv and
+# ChnSentiCorp_htl_all.csv, columns label,review, from the ChineseNlpCorpus collection). See
+# docs/architecture.md, "Benchmarks that need an outside dataset".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -22,6 +28,10 @@ web_load() {
 }
 if [ "${1:-}" = "--web" ]; then
     web_load
+    exit 0
+fi
+if [ "${1:-}" = "--crash" ]; then
+    $PY bench/crash_campaign.py --chains 4 --crashes 6 --customers 40
     exit 0
 fi
 

@@ -9,7 +9,8 @@ and pending, not acknowledged to the client yet), ``understood`` (the bot's turn
 committed), ``committed`` (the turn is committed, its inbox entry not acknowledged), ``admitted``
 (an assigner admitted a handoff, before routing it), ``claimed`` (routed, before the queue notice
 and the stream acknowledgement), ``agent_stored`` (an agent's message is stored, the HTTP answer
-not sent).
+not sent), ``wechat_claimed`` (the WeChat outbox took a turn, before calling WeChat's API) and
+``wechat_sent`` (WeChat accepted it, before the outbox records that).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ POINTS = frozenset(
         "admitted",
         "claimed",
         "agent_stored",
+        "wechat_claimed",
+        "wechat_sent",
     }
 )
 

@@ -20,9 +20,12 @@ key                                        type        holds
                                                        once (a queue position, say) -> seq
 ``P conv:{id}:context``                    string      the bot's dialogue context (JSON) between turns
 ``P conv:{id}:events``                     stream      created / transition / turn events (capped)
+``P outbox:{channel}``                      stream      ``conversation_id`` and ``seq`` of each turn Baton
+                                                       wrote for a customer who last wrote on a pushed
+                                                       channel (WeChat), consumer group ``senders``
 ``P inbox``                                stream      ``conversation_id`` and ``seq`` of each customer
                                                        turn not yet handled, consumer group
-                                                       ``handlers`` (`conversations.inbox`)
+                                                       ``handlers`` (`conversations.streams`)
 =========================================  ==========  ==================================================
 
 Every event added to ``P conv:{id}:events`` is also published, as JSON with its stream id,
@@ -88,6 +91,10 @@ class Keys:
     def effects(self, conversation_id: str) -> str:
         """Idempotency key of a notice written once -> its seq."""
         return f"{self.conversation(conversation_id)}:effects"
+
+    def outbox(self, channel: str) -> str:
+        """The stream of turns to push out through ``channel``'s own API."""
+        return f"{self.prefix}outbox:{channel}"
 
     @property
     def inbox(self) -> str:

@@ -14,6 +14,9 @@ from typing import Any, Self, TypeVar
 from conversations.states import OPEN_STATES, State
 
 CHANNELS = ("web", "app", "wechat")
+# Channels whose replies go out through the channel's own API (WeChat's customer-service messages);
+# the web page and the app fetch theirs from the store. See `conversations.keys`, ``outbox``.
+PUSHED_CHANNELS = ("wechat",)
 SENDERS = ("customer", "bot", "agent", "system")
 # Verified identifiers that join identities into one customer (WeChat vouches for a UnionId).
 LINK_KINDS = ("phone", "member_id", "wechat_unionid")

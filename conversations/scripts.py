@@ -18,7 +18,9 @@ Replies are arrays whose first element says what happened (``created``, ``duplic
 
 from __future__ import annotations
 
-PREAMBLE = """
+from conversations.model import PUSHED_CHANNELS
+
+_PREAMBLE = """
 local P, NOW, MAXLEN = ARGV[1], ARGV[2], ARGV[3]
 
 local function customer_key(id) return P .. 'customer:' .. id end
@@ -56,8 +58,12 @@ end
 
 -- Every customer turn is also an entry of the inbox stream, delivered in the same step to the
 -- consumer group's member that stored it: "stored" and "queued for handling" are one write, and
--- the entry stays pending until its handler acknowledges it (`conversations.inbox`).
+-- the entry stays pending until its handler acknowledges it (`conversations.streams`).
 local INBOX, HANDLERS = P .. 'inbox', 'handlers'
+-- Channels whose replies Baton pushes through the channel's own API (the others' clients fetch
+-- them): every turn Baton writes to a conversation whose customer last wrote on one of these is
+-- also an entry of P outbox:{channel}, in the same step, so no reply is lost if a sender dies.
+local PUSHED = {@PUSHED@}
 
 -- Store a turn. mode: customer (a message to handle: it becomes an inbox entry pending with
 -- `consumer`), record (a customer's message that needs no handling, e.g. imported), bot, or other
@@ -65,8 +71,9 @@ local INBOX, HANDLERS = P .. 'inbox', 'handlers'
 -- the key of a notice Baton writes once (a hash of its own, so that a customer's id can never
 -- silence a notice). The conversation's `received` is the seq of its latest customer turn and
 -- `handled` that of the latest one handled: a message is pending while handled < its seq.
+-- channel: the channel a customer's turn came on (replies follow the customer there).
 -- Returns {outcome, record, inbox entry id, handled}.
-local function append_turn(conv_id, mode, key, body, language, sender, consumer)
+local function append_turn(conv_id, mode, key, body, language, sender, consumer, channel)
   local ck = conv_key(conv_id)
   if redis.call('EXISTS', ck) == 0 then return {'missing', '', '', '0'} end
   if mode == 'bot' then
@@ -109,6 +116,12 @@ local function append_turn(conv_id, mode, key, body, language, sender, consumer)
       redis.call('XREADGROUP', 'GROUP', HANDLERS, consumer, 'COUNT', 100, 'STREAMS', INBOX, '>')
     end
     redis.call('HSET', ck, 'received', seq)
+    if channel and channel ~= '' then redis.call('HSET', ck, 'reply_channel', channel) end
+  else
+    local reply = redis.call('HGET', ck, 'reply_channel') or redis.call('HGET', ck, 'channel')
+    if PUSHED[reply] then
+      redis.call('XADD', P .. 'outbox:' .. reply, '*', 'conversation_id', conv_id, 'seq', tostring(seq))
+    end
   end
   conversation_event(conv_id, {'type', 'turn', 'conversation_id', conv_id, 'seq', tostring(seq),
     'sender', sender, 'turn', record, 'at', NOW})
@@ -149,6 +162,7 @@ local function mark_handled(conv_id, expected, seq)
   return {'ok', seq}
 end
 """
+PREAMBLE = _PREAMBLE.replace("@PUSHED@", ", ".join(f"{channel} = true" for channel in PUSHED_CHANNELS))
 
 # KEYS[1] identity key. ARGV[4] new customer id, ARGV[5] tier or '', ARGV[6] display name or '',
 # ARGV[7] identity member 'channel:external_id', ARGV[8] default tier.
@@ -262,11 +276,12 @@ conversation_event(id, {'type', 'created', 'conversation_id', id, 'customer_id',
 return {'created', redis.call('HGETALL', conv_key(id))}
 """
 
-# ARGV[4] conversation id, ARGV[5] mode: customer | bot | other, ARGV[6] the idempotency key or
-# '' (a customer's client message id; a notice's key), ARGV[7] the turn's JSON without its opening
-# brace, ARGV[8] language or '', ARGV[9] sender, ARGV[10] the inbox consumer (customer turns).
+# ARGV[4] conversation id, ARGV[5] mode: customer | record | bot | other, ARGV[6] the idempotency
+# key or '' (a customer's client message id; a notice's key), ARGV[7] the turn's JSON without its
+# opening brace, ARGV[8] language or '', ARGV[9] sender, ARGV[10] the inbox consumer (customer
+# turns), ARGV[11] the turn's channel.
 APPEND_TURN = """
-return append_turn(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+return append_turn(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 """
 
 # ARGV[4] conversation id, ARGV[5] target state, ARGV[6] expected state or '', ARGV[7] reason or

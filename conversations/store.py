@@ -399,7 +399,7 @@ class ConversationStore(RedisClientHolder):
         dedupe is per conversation, as the channel's message ids are.
 
         Args:
-            handler: the inbox consumer (`conversations.inbox.Inbox`) of the replica that will
+            handler: the inbox consumer (`conversations.streams.Inbox`) of the replica that will
                 handle the message: in the same step, the message becomes an inbox entry pending
                 with it. None records a message that needs no handling (one imported from
                 another system), which counts as handled at once.
@@ -649,6 +649,7 @@ class ConversationStore(RedisClientHolder):
                 language or "",
                 sender,
                 consumer,
+                channel,
             ],
         )
         if outcome == "missing":

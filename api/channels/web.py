@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
+from starlette.websockets import WebSocketDisconnected
 
 from api.auth import TokenError, make_token, verify_token
 from api.channels.base import InboundMessage, public_turn
@@ -89,7 +90,7 @@ async def web_socket(websocket: WebSocket, token: str = "", conversation: str = 
     session = WebSession(websocket, service, visitor_id)
     try:
         await session.run(conversation, max(after, 0))
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, WebSocketDisconnected):  # the page went away, maybe mid-send
         pass
     finally:
         await session.close()
@@ -149,7 +150,7 @@ class WebSession:
                 raise ApiError(400, "bad_frame", f"unknown frame type {kind!r}: expected message or ping")
         except ApiError as error:
             await self._send_error(error, client_message_id)
-        except (WebSocketDisconnect, asyncio.CancelledError):
+        except (WebSocketDisconnect, WebSocketDisconnected, asyncio.CancelledError):
             raise
         except Exception:  # Redis down, a bug: the page retries with the same id, nothing is stored twice
             log.exception("could not handle a frame of visitor %s", self.visitor_id)

@@ -67,7 +67,6 @@ class Callback:
     after: list[AfterReply] = field(default_factory=list)
 
 
-LOOK_BACK = 10  # turns read to find where the customer last wrote (it is nearly always the last few)
 MEDIA_TYPES = frozenset({"image", "location", "link", "video", "shortvideo", "file", "voice"})
 
 
@@ -121,16 +120,22 @@ class WeChatChannel:
         self.api = WeChatApi(
             service.redis, config.app_id, config.app_secret, api_base=config.api_base, prefix=prefix
         )
-        self.outbox = WeChatOutbox(self.api, self.state, self._note, self._last_channel, config.reply_seconds)
+        self.outbox = WeChatOutbox(
+            self.api,
+            self.state,
+            self._note,
+            service.store,
+            service.pipeline.inbox.consumer,
+            config.reply_seconds,
+            int(service.settings.reclaim_seconds * 1000),
+        )
 
     async def start(self) -> None:
-        """Follow every conversation event for the outbox."""
-        self.service.hub.listen_all(self.outbox.events)
+        """Start the outbox."""
         self.outbox.start()
 
     async def stop(self) -> None:
         """Stop the outbox and close the API client."""
-        self.service.hub.forget_all(self.outbox.events)
         await self.outbox.stop()
         await self.api.aclose()
 
@@ -150,14 +155,6 @@ class WeChatChannel:
         """False when the conversation's follower is outside WeChat's 48-hour window."""
         openid = await self.state.openid_of(conversation_id)
         return openid is not None and await self.state.reachable(openid)
-
-    async def _last_channel(self, conversation_id: str, seq: int) -> str | None:
-        """The channel of the customer's latest turn before ``seq`` (None: none in sight)."""
-        recent = await self.service.store.turns(
-            conversation_id, after_seq=max(0, seq - LOOK_BACK), limit=LOOK_BACK
-        )
-        customer = [turn for turn in recent if turn.sender == "customer" and turn.seq < seq]
-        return customer[-1].channel if customer else None
 
     async def _note(self, conversation_id: str, text: str) -> None:
         note = await self.service.desk.records.add_note(conversation_id, NOTE_AUTHOR, text)
@@ -220,8 +217,6 @@ class WeChatChannel:
                 return None
             raise
         await self.state.touch(openid, accepted.conversation.id)
-        if accepted.conversation.channel != "wechat":
-            self.outbox.crossed.add(accepted.conversation.id)
         if not accepted.pending:  # a retry of a message handled already
             return None
         return await self._reply_in_time(openid, accepted, call)

@@ -54,9 +54,13 @@ class WeChatState:
         """Handling the message failed: let WeChat's retry of it be handled."""
         await self.client.delete(f"{self.base}msg:{key}")
 
-    async def claimed(self, turn_id: str) -> bool:
-        """True once someone (passive reply or an outbox) has taken the turn."""
-        return bool(await self.client.exists(f"{self.base}out:{turn_id}"))
+    async def claimed_by(self, turn_id: str) -> str | None:
+        """Who took the turn: ``passive``, an outbox's claim, ``sent`` once it went out; None if nobody."""
+        return await self.client.get(f"{self.base}out:{turn_id}")
+
+    async def sent(self, turn_id: str) -> None:
+        """The turn went out (or became a note): no outbox sends it again."""
+        await self.client.set(f"{self.base}out:{turn_id}", "sent", ex=DELIVERED_SECONDS)
 
     async def open_passive(self, conversation_id: str, seq: int, seconds: float) -> None:
         """A callback is waiting to answer customer turn ``seq`` passively for up to ``seconds``."""

@@ -10,9 +10,9 @@ from api.nlu_worker import NLUWorker
 from api.pipeline import TurnPipeline
 from api.ratelimit import RateLimiter
 from bot.dialogue import DialoguePolicy
-from conversations.inbox import Inbox
 from conversations.states import State
 from conversations.store import ConversationStore
+from conversations.streams import Inbox
 from handoff.assigner import Assigner
 from handoff.parts import build_handoff
 from handoff.signals import EscalationPolicy

@@ -61,6 +61,7 @@ class Outcome:
     customers: int
     acked_before_kill: dict[str, int] = field(default_factory=dict)
     recovery_crashes: int = 0  # failpoints that fired while the service finished an earlier crash's work
+    unreached: list[str] = field(default_factory=list)  # failpoints the burst never reached (then killed)
     problems: list[str] = field(default_factory=list)
     settle_seconds: float = 0.0
 
@@ -130,8 +131,10 @@ def _died(service: ServiceProcess) -> bool:
     return service.process is None or service.process.poll() is not None
 
 
-async def _burst(service: ServiceProcess, customers: list[Customer], kill_after: float | None) -> None:
-    """Every customer sends at once; the service is killed ``kill_after`` seconds in (or dies by itself)."""
+async def _burst(service: ServiceProcess, customers: list[Customer], kill_after: float | None) -> bool:
+    """Every customer sends at once; the service is killed ``kill_after`` seconds in, or dies by
+    itself at its failpoint. False when the failpoint was never reached (the service is killed then)."""
+    reached = True
     sends = [asyncio.create_task(_send_and_ack(service, c, FRAME_SECONDS)) for c in customers]
     if kill_after is not None:
         await asyncio.sleep(kill_after)
@@ -142,8 +145,9 @@ async def _burst(service: ServiceProcess, customers: list[Customer], kill_after:
         while not _died(service) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if not _died(service):
-            raise AssertionError("the failpoint was never reached: the service did not die")
-        if service.process.returncode != -signal.SIGKILL:
+            reached = False
+            service.process.send_signal(signal.SIGKILL)
+        elif service.process.returncode != -signal.SIGKILL:
             raise AssertionError(f"the service exited with {service.process.returncode}, not by SIGKILL")
     service.process.wait(timeout=30)
     service.process = None
@@ -152,6 +156,7 @@ async def _burst(service: ServiceProcess, customers: list[Customer], kill_after:
             ack = await asyncio.wait_for(task, timeout=FRAME_SECONDS)
             if ack is not None:
                 customer.acked_seq = ack["seq"]
+    return reached
 
 
 def chain(
@@ -176,7 +181,8 @@ def chain(
             for customer in burst:
                 customer.crash = crash.name
             armed = await asyncio.to_thread(_start, service, crash.failpoint, outcome)
-            await _burst(service, burst, crash.kill_after if armed else (crash.kill_after or 0.2))
+            if not await _burst(service, burst, crash.kill_after if armed else (crash.kill_after or 0.2)):
+                outcome.unreached.append(crash.name)
             outcome.acked_before_kill[crash.name] = sum(c.acked_seq is not None for c in burst)
             everyone.extend(burst)
         await asyncio.to_thread(service.start)

@@ -41,6 +41,7 @@ def test_sigkill_at_every_stage_of_a_burst_of_requests_for_a_person(fault_servic
     service, url = fault_service
     outcome = crash.chain(service, "fault-chain:", url, CRASHES, CUSTOMERS)
     assert outcome.problems == [], f"{outcome}\n{service.log_tail(60)}"
+    assert outcome.unreached == []  # every failpoint fired
     # The crashes cut real work short: some messages were acknowledged and others not, before a kill.
     acked = outcome.acked_before_kill
     assert sum(acked.values()) > 0 and any(count < CUSTOMERS for count in acked.values()), acked
