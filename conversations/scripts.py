@@ -186,7 +186,8 @@ end
 return {created, redis.call('HGETALL', customer_key(id))}
 """
 
-# KEYS[1] link key. ARGV[4] customer id, ARGV[5] link member 'kind:value', ARGV[6] default tier.
+# KEYS[1] link key. ARGV[4] customer id, ARGV[5] link member 'kind:value', ARGV[6] default tier,
+# ARGV[7] the transition table.
 LINK = """
 local DEFAULT_TIER = ARGV[6]
 
@@ -222,10 +223,7 @@ local function merge(keep, gone)
     local other, other_state = b, state_b
     if rank_b > rank_a then current, other, other_state = b, a, state_a end
     if other_state == 'bot' then
-      redis.call('HSET', conv_key(other), 'state', 'resolved', 'updated_at', NOW)
-      conversation_event(other, {'type', 'transition', 'conversation_id', other, 'from', 'bot', 'to', 'resolved',
-        'reason', 'merged', 'handoff_count', redis.call('HGET', conv_key(other), 'handoff_count'),
-        'at', NOW})
+      transition(other, 'resolved', 'bot', 'merged', ARGV[7])  -- through the table, as every change
     end
   end
   if current then redis.call('SET', kk .. ':open', current) end

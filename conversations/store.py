@@ -239,7 +239,7 @@ class ConversationStore(RedisClientHolder):
             raise ValueError("a link value must not be empty")
         outcome, survivor = await self._link(
             keys=[self.keys.link(kind, value)],
-            args=[*self.common_args(), customer_id, f"{kind}:{value}", DEFAULT_TIER],
+            args=[*self.common_args(), customer_id, f"{kind}:{value}", DEFAULT_TIER, self.transitions_arg],
         )
         if outcome == "missing":
             raise CustomerNotFound(customer_id)
