@@ -14,7 +14,10 @@ Guarantees:
     - the bot's turn is written only while the conversation is in state ``bot``, checked at
       write time;
     - a state changes only along `conversations.states.TRANSITIONS`, check-and-set inside Redis;
-      each change is added to the conversation's event stream and published.
+      each change is added to the conversation's event stream and published;
+    - a customer turn stored for a handler is, in the same step, an inbox entry pending with it,
+      and a turn written for a customer who last wrote on WeChat an entry of its outbox
+      (`conversations.streams`): stored work is never lost, only done late.
 """
 
 from __future__ import annotations
@@ -578,11 +581,11 @@ class ConversationStore(RedisClientHolder):
         start = f"({after}" if after else "-"
         return await self.client.xrange(self.keys.events(conversation_id), min=start, count=count)
 
-    # -- internals ---------------------------------------------------------------------------
-
     def common_args(self, now: str | None = None) -> list[str | int]:
-        """ARGV[1..3] of every script: prefix, time, stream cap."""
+        """ARGV[1..3] of every script built on `conversations.scripts.PREAMBLE`: prefix, time, stream cap."""
         return [self.keys.prefix, now or format_time(utcnow()), self.events_maxlen]
+
+    # -- internals ---------------------------------------------------------------------------
 
     async def _existing_customer(self, customer_id: str) -> Customer:
         customer = await self.get_customer(customer_id)

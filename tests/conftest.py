@@ -111,6 +111,7 @@ class ServiceProcess:
 
     def start(self, timeout: float = 180.0) -> None:
         """Start the service and wait until /healthz answers 200."""
+        self._borrow_sentiment_cache()
         env = {
             **os.environ,
             "BATON_DATA_DIR": str(self.workdir / "var"),
@@ -137,6 +138,14 @@ class ServiceProcess:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"baton serve was not healthy after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def _borrow_sentiment_cache(self) -> None:
+        """A service on another's model also takes its fitted sentiment model (a cache keyed by what
+        it was fitted from), instead of fitting the same one again at every first start."""
+        own = self.workdir / "var" / "sentiment"
+        theirs = self.model_dir.parent / "var" / "sentiment"
+        if self.model_dir.parent != self.workdir and theirs.is_dir() and not own.exists():
+            shutil.copytree(theirs, own)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the service (``sig``, then SIGKILL after 15 s)."""

@@ -1,7 +1,9 @@
 """Three ``baton serve`` replicas on one Redis: a web customer on A, the agent on B, a WeChat follower
 on C. A is killed with SIGKILL in the middle of the conversation, with the customer's last message
 stored but not yet seen by anyone; the customer's page reconnects to B and sends it again, and the
-conversation goes on with nothing lost or doubled, on every channel.
+conversation goes on with nothing lost or doubled, on every channel. Then C dies right after it
+stored an agent's message, before answering the desk; the desk sends it again through B with the
+same ``client_message_id``, and the customer gets it once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 import redis
 
@@ -44,7 +47,8 @@ def replicas(
             "BATON_RECLAIM_SECONDS": "2",  # B takes over what A leaves soon enough for a test
         }
         # A dies (SIGKILL, by itself) the moment it has stored the second customer message it takes.
-        crash = {"A": {"BATON_FAILPOINT": "stored:2"}}
+        # C dies the moment it has stored the first agent message sent through it.
+        crash = {"A": {"BATON_FAILPOINT": "stored:2"}, "C": {"BATON_FAILPOINT": "agent_stored"}}
         services = {
             name: ServiceProcess(
                 TINY_KB,
@@ -143,5 +147,17 @@ def test_a_replica_killed_mid_conversation_loses_and_doubles_nothing(replicas):
     assert all(n == 1 for n in counts.values()), counts
     assert [s for s, _ in turns].count("customer") == 2
     assert ("agent", "Hi, Alice here.") in turns and ("agent", "Let me check that order.") in turns
+
+    # The desk, now on C, sends a message; C dies once it is stored; the desk retries through B.
+    on_c = Agent(c, "alice")
+    body = {"text": "Your parcel left the warehouse today.", "client_message_id": "desk-42"}
+    with pytest.raises(httpx.HTTPError):
+        on_c.call("POST", f"/conversations/{conversation_id}/messages", json=body)
+    c.process.wait(timeout=WAIT)
+    assert c.process.returncode == -signal.SIGKILL
+    retried = alice.call("POST", f"/conversations/{conversation_id}/messages", json=body)
+    assert retried.status_code == 200, retried.text
+    visitor_wait(moved, lambda f: f["type"] == "turn" and f["turn"]["text"] == body["text"])
+    assert transcript(url, visitor.visitor_id).count(("agent", body["text"])) == 1
     moved.close()
     alice.close()
