@@ -240,6 +240,8 @@ class HandoffQueue(RedisClientHolder):
         handled mark moved on meanwhile (``stale``) or when the bot may no longer speak
         (``refused``: a person took the conversation while the bot was thinking).
         """
+        if commit.escalation is not None and not commit.reason:
+            raise ValueError("an escalation needs its main reason")
         now = time.time()
         record = "{}"
         if commit.escalation is not None:
@@ -267,7 +269,7 @@ class HandoffQueue(RedisClientHolder):
                 self.signals.key(commit.conversation_id) if signals is not None else "",
                 self.signals.dumps(signals) if signals is not None else "",
                 KEPT_SECONDS,
-                (commit.reason or "explicit_request") if escalation is not None else "",
+                commit.reason if escalation is not None else "",
                 self.store.transitions_arg,
                 record,
                 counts_arg(counts) if counts else "",
