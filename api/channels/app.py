@@ -112,11 +112,13 @@ async def send_message(body: SendRequest, user: User, request: Request) -> dict[
     """Send the user's message; the answer holds the stored message and the bot's replies.
 
     A repeated ``client_message_id`` returns the original message with ``duplicate: true``
-    and no new replies (fetch them with GET /messages).
+    and no new replies (fetch them with GET /messages); a repeat of a message the service had
+    not handled yet (it died meanwhile) is handled now, and its replies come with it.
     """
     service = _service(request)
     accepted = await service.pipeline.accept(service.channels["app"].normalise(user.user_id, body))
-    replies = await service.pipeline.reply(accepted)
+    # A client that hangs up must not cut the handling short: it runs in a task of its own.
+    replies = await asyncio.shield(service.pipeline.reply_soon(accepted))
     conversation = await service.store.get_conversation(accepted.conversation.id) or accepted.conversation
     last = replies[-1].seq if replies else accepted.turn.seq
     return {
