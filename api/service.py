@@ -97,12 +97,12 @@ class Service:
         orders = DemoOrderConnector(redis, prefix=prefix)
         log.info("demo order connector: %d seed orders", await orders.seed())
         config = HandoffConfig.model_validate(bot.kb.handoff)
-        handoff = build_handoff(redis, store, config, routing=settings.routing)
-        if settings.seed_demo_agents and (seeded := await handoff.agents.seed_demo()):
+        desk = build_handoff(redis, store, config, routing=settings.routing)
+        queue = desk.queue
+        if settings.seed_demo_agents and (seeded := await desk.agents.seed_demo()):
             log.info(
                 "created %d demo agents (see the README); set BATON_SEED_DEMO_AGENTS=false to stop", seeded
             )
-        queue, desk = handoff.queue, handoff.desk
         sentiment = await asyncio.to_thread(SentimentScorer.load, settings.data_dir / "sentiment")
         engine = await asyncio.to_thread(nlu_engine, settings, bot)  # asks Rasa whether it is ready
         nlu = NLUWorker(engine, settings.nlu_batch_size, settings.nlu_cache_size)
@@ -113,7 +113,7 @@ class Service:
             order = await orders.lookup(number)
             return order.to_dict() if order else None
 
-        packages = PackageBuilder(store, handoff.records, suggester, order_lookup)
+        packages = PackageBuilder(store, desk.records, suggester, order_lookup)
 
         async def understood(conversation_id: str, seq: int, nlu: dict[str, Any]) -> None:
             current = await queue.for_conversation(conversation_id)
@@ -151,7 +151,7 @@ class Service:
             pipeline,
             nlu,
             web_secret,
-            handoff.agents,
+            desk.agents,
             queue,
             desk,
             packages,

@@ -25,7 +25,7 @@ def retry_policy() -> dict[str, Any]:
     """The connection settings that make a client retry a command on a dead connection."""
     return {
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), RETRIES),
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionError, OSError],
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError, OSError],  # OSError: socket errors
     }
 
 

@@ -263,9 +263,9 @@ async def _main(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     config = load_handoff_config(args.kb) if args.kb else HandoffConfig()
     async with ConversationStore.from_url(args.redis_url, prefix=args.prefix) as store:
-        parts = build_handoff(store.client, store, config, routing=args.routing)
+        desk = build_handoff(store.client, store, config, routing=args.routing)
         assigner = Assigner(
-            parts.desk,
+            desk,
             args.consumer,
             block_ms=args.block_ms,
             reclaim_idle_ms=args.reclaim_idle_ms,

@@ -125,13 +125,12 @@ class Committed:
 
     ``outcome``: ``ok``; ``stale`` (another handler finished the turn first: nothing written);
     ``refused`` (the conversation left the bot, so the bot may neither answer nor escalate:
-    nothing written; ``state`` says where it is); ``missing`` (no such conversation).
+    nothing written; read it again); ``missing`` (no such conversation).
     """
 
     outcome: Literal["ok", "stale", "refused", "missing"]
     reply: Turn | None = None
     handoff_id: str | None = None
-    state: State | None = None
 
 
 class HandoffQueue(RedisClientHolder):
@@ -277,11 +276,7 @@ class HandoffQueue(RedisClientHolder):
         )
         if outcome == "ok":
             turn_record, handoff_id = rest
-            return Committed(
-                "ok", stored_turn(turn_record) if turn_record else None, handoff_id or None, None
-            )
-        if outcome == "refused":
-            return Committed("refused", state=State(rest[0]))
+            return Committed("ok", stored_turn(turn_record) if turn_record else None, handoff_id or None)
         return Committed(outcome)
 
     async def escalate(self, request: HandoffRequest, reason: str, *, first: bool) -> Handoff | None:

@@ -22,11 +22,11 @@ from knowledge_index.handoff_file import HandoffConfig
 def make_pipeline(store, tiny_kb, tiny_nlu, worker, scorer, replica="replica-a"):
     """A whole pipeline (escalation and queue included) on ``store``, consuming the inbox as ``replica``."""
     config = HandoffConfig.model_validate(tiny_kb.handoff)
-    parts = build_handoff(store.client, store, config)
+    desk = build_handoff(store.client, store, config)
     limiter = RateLimiter(store.client, "baton:", limit=100, window=10)
     policy = DialoguePolicy.from_engine(tiny_kb, tiny_nlu)
     inbox = Inbox(store.client, store.keys, replica)
-    return TurnPipeline(store, policy, worker, limiter, scorer, EscalationPolicy(config), parts.desk, inbox)
+    return TurnPipeline(store, policy, worker, limiter, scorer, EscalationPolicy(config), desk, inbox)
 
 
 def run_with_pipeline(redis_url, tiny_kb, tiny_nlu, body, scorer):

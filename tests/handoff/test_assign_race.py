@@ -49,9 +49,9 @@ class Worker(threading.Thread):
     async def _main(self) -> None:
         client = Redis.from_url(self.redis_url, decode_responses=True)
         try:
-            parts = build_handoff(client, ConversationStore(client, prefix=PREFIX), HandoffConfig())
-            queue = parts.queue
-            assigner = Assigner(parts.desk, self.name, block_ms=20, reclaim_idle_ms=60_000)
+            desk = build_handoff(client, ConversationStore(client, prefix=PREFIX), HandoffConfig())
+            queue = desk.queue
+            assigner = Assigner(desk, self.name, block_ms=20, reclaim_idle_ms=60_000)
             ids = [f"agent{n}" for n in range(AGENTS)]
             deadline = time.monotonic() + DEADLINE_S
             for _ in range(20_000):  # bounded in count and in time

@@ -38,15 +38,15 @@ def test_every_published_event_parses_into_its_type(redis_url):
         client = Redis.from_url(redis_url, decode_responses=True)
         try:
             store = ConversationStore(client, prefix=PREFIX)
-            parts = build_handoff(client, store, HandoffConfig(first_response_seconds=30))
-            queue = parts.queue
+            desk = build_handoff(client, store, HandoffConfig(first_response_seconds=30))
+            queue = desk.queue
             async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.psubscribe(store.keys.events_pattern)
                 await pubsub.subscribe(queue.keys.events)
-                await parts.agents.create(Agent("a", "A"), "a-password")
-                await parts.agents.create(Agent("b", "B"), "b-password")
-                await parts.agents.set_online("a", True)
-                await parts.agents.set_online("b", True)
+                await desk.agents.create(Agent("a", "A"), "a-password")
+                await desk.agents.create(Agent("b", "B"), "b-password")
+                await desk.agents.set_online("a", True)
+                await desk.agents.set_online("b", True)
                 customer = await store.resolve_customer("web", "visitor")
                 conversation = await store.current_conversation(customer.id, "web", "en")
                 await store.append_customer_turn(conversation.id, "help", "web", "en", "m1", handler="r")
@@ -70,7 +70,7 @@ def test_every_published_event_parses_into_its_type(redis_url):
                 await queue.check_breaches(now=unanswered.created_at + 31)
                 await queue.publish(events.Understood(late.id, 1, {"intent": "greet"}, [{"text": "hi"}]))
                 await queue.publish(events.Note(late.id, {"author": "a", "text": "called back"}))
-                await parts.agents.set_online("a", False)
+                await desk.agents.set_online("a", False)
                 published = await _collect(pubsub)
         finally:
             await client.aclose()
