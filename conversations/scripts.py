@@ -109,11 +109,15 @@ local function append_turn(conv_id, mode, key, body, language, sender, consumer,
         redis.call('HSET', ck, 'handled', handled)
       end
     else
-      redis.pcall('XGROUP', 'CREATE', INBOX, HANDLERS, '0', 'MKSTREAM')  -- BUSYGROUP once it exists
       entry = redis.call('XADD', INBOX, '*', 'conversation_id', conv_id, 'seq', tostring(seq))
       -- Nothing else adds to the inbox, so the new entry is the one to deliver: it joins the
-      -- consumer's pending list in this same step.
-      redis.call('XREADGROUP', 'GROUP', HANDLERS, consumer, 'COUNT', 100, 'STREAMS', INBOX, '>')
+      -- consumer's pending list in this same step. The group exists but on a fresh store.
+      local read = {'XREADGROUP', 'GROUP', HANDLERS, consumer, 'COUNT', 100, 'STREAMS', INBOX, '>'}
+      local delivered = redis.pcall(unpack(read))
+      if type(delivered) == 'table' and delivered.err then  -- NOGROUP: make it, then deliver
+        redis.call('XGROUP', 'CREATE', INBOX, HANDLERS, '0')
+        redis.call(unpack(read))
+      end
     end
     redis.call('HSET', ck, 'received', seq)
     if channel and channel ~= '' then redis.call('HSET', ck, 'reply_channel', channel) end
