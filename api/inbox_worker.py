@@ -65,7 +65,7 @@ class InboxWorker:
                 if own:
                     await self.inbox.ensure_group()
                     while entries := await self.inbox.own_pending():
-                        if not await self.handle_all(entries):
+                        if not all(await self.handle_all(entries)):
                             break  # some failed: they are retried when they go stale
                     own = False
                 await self.round()
