@@ -245,7 +245,7 @@ local state = redis.call('HGET', conv_key(conv_id), 'state') or ''
 local wanted = ARGV[10] == 'assigned' and 'assigned' or 'waiting'
 if h.status ~= wanted or state ~= ARGV[10] then return {'not_' .. wanted, state} end
 if agent ~= '' and ARGV[10] == 'assigned' and h.agent_id ~= agent then return {'not_yours', state} end
-local moved = transition(conv_id, ARGV[11], ARGV[10], '', ARGV[13])
+transition(conv_id, ARGV[11], ARGV[10], '', ARGV[13])
 close_handoff(h, ARGV[12])
 notice(conv_id, 'finish:' .. h.id, ARGV[14], ARGV[15])
 if ARGV[16] ~= '' then redis.call('DEL', ARGV[16]) end
